@@ -1,0 +1,1 @@
+//! chatroom: a self-hosted chat server on classic threads and CSV files.
