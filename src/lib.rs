@@ -1,1 +1,33 @@
 //! chatroom: a self-hosted chat server on classic threads and CSV files.
+//!
+//! # A tour
+//! A byte from a client travels like this:
+//!
+//! 1. [`server`] accepts the connection and starts its thread (one per client).
+//! 2. [`session`] greets it, reads its name, then reads its lines through a
+//!    [`wire::LineReader`] (bounded, UTF-8 checked) and cleans them with
+//!    [`wire::sanitize`]. [`command`] turns each line into a command.
+//! 3. Commands about rooms and people ask the [`registry`]: who is online, who
+//!    is in which room, each room's recent history, behind one `Mutex`.
+//! 4. A message or whisper goes to the [`store`] thread, which appends it to
+//!    `messages.csv`, flushes, and only then hands it to the registry for
+//!    delivery. So nothing is shown before it is written.
+//! 5. Delivery puts one shared line ([`format`]) into each recipient's
+//!    [`outbox::Outbox`], a queue bounded in bytes that never blocks; its writer
+//!    drains it into the socket in batches.
+//!
+//! [`limits`] names every bound; [`config`] holds what the flags set.
+//! [`names`] has the rules for user and room names.
+
+pub mod command;
+pub mod config;
+pub mod format;
+pub mod limits;
+pub mod logging;
+pub mod names;
+pub mod outbox;
+pub mod registry;
+pub mod server;
+mod session;
+pub mod store;
+pub mod wire;

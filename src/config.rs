@@ -1,0 +1,47 @@
+//! The server's settings: what the flags say, with the contract's defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::limits;
+
+/// How one server runs. Built by the `server` binary from its flags, or by tests
+/// and benchmarks directly; [`Config::default`] is the contract's default server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of `messages.csv`, `data.csv` and `rooms.csv`.
+    pub data_dir: PathBuf,
+    /// Connections served at once.
+    pub max_clients: usize,
+    /// Messages of a room replayed on joining it.
+    pub history: usize,
+    /// Room a user lands in after naming themselves; `None` is the lobby.
+    pub default_room: Option<String>,
+    /// Longest accepted line in bytes, without its line ending.
+    pub max_line: usize,
+    /// Rooms with more members than this do not announce joins and leaves.
+    pub announce_limit: usize,
+    /// Time a new connection has to send its name.
+    pub name_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("."),
+            max_clients: limits::DEFAULT_MAX_CLIENTS,
+            history: limits::DEFAULT_HISTORY,
+            default_room: Some("general".to_string()),
+            max_line: limits::DEFAULT_MAX_LINE,
+            announce_limit: limits::DEFAULT_ANNOUNCE_LIMIT,
+            name_timeout: limits::DEFAULT_NAME_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// Bytes each client's outbox may hold before the client counts as too slow.
+    pub fn outbox_bytes(&self) -> usize {
+        limits::outbox_bytes(self.history, self.max_line)
+    }
+}

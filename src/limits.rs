@@ -1,0 +1,90 @@
+//! Every bound the server keeps, named with the reason it exists.
+//!
+//! Flags may change some of these per run (see [`crate::config::Config`]); the
+//! constants here are the defaults and the hard floors and ceilings.
+
+use std::time::Duration;
+
+/// Default address: loopback, so a fresh server is reachable only from this machine.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default port of the server and the client.
+pub const DEFAULT_PORT: u16 = 6622;
+/// Longest line a client may send, in bytes without its `\n`: long enough for a
+/// paragraph, short enough that a thousand readers cost little memory.
+pub const DEFAULT_MAX_LINE: usize = 4096;
+/// Messages of a room replayed to a newcomer.
+pub const DEFAULT_HISTORY: usize = 50;
+/// Connections served at once; more are turned away with `! server full`.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Above this many members a room stops announcing arrivals and departures one by
+/// one, so that a room of thousands does not drown in its own joins.
+pub const DEFAULT_ANNOUNCE_LIMIT: usize = 100;
+/// Time a new connection has to send its name before it is closed, so that idle
+/// sockets cannot hold slots.
+pub const DEFAULT_NAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 32;
+/// Extra bytes a chat line carries besides its text (timestamp, name, markers).
+pub const LINE_OVERHEAD: usize = 64 + MAX_NAME_CHARS * 4;
+/// Slack in every outbox beyond one full history replay: room for live traffic
+/// while a client catches up.
+pub const OUTBOX_SLACK: usize = 256 * 1024;
+/// A write that makes no progress for this long ends the client: a peer that
+/// stopped reading must not hold its thread forever.
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Time given to the last `! ` line of a client being dropped.
+pub const LAST_WORDS: Duration = Duration::from_secs(1);
+/// After `/quit`, how long the server keeps reading (and discarding) what the
+/// client still sends, so that closing does not reset the goodbye away.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Stack of a client's reader thread: parsing and formatting need little.
+pub const READER_STACK: usize = 128 * 1024;
+/// Stack of a client's writer thread: it only moves bytes.
+pub const WRITER_STACK: usize = 64 * 1024;
+/// Lines a writer gathers into one `write` call.
+pub const WRITE_BATCH: usize = 256;
+/// Messages the store writes between two flushes at most.
+pub const STORE_BATCH: usize = 1024;
+/// How long the accept loop waits between checks of the shutdown flag.
+pub const ACCEPT_POLL: Duration = Duration::from_millis(200);
+/// First pause of the accept loop when accepting fails (out of descriptors).
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause of the accept loop when accepting keeps failing.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for clients to be told and files to be flushed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes an outbox may hold: a full history replay of maximum-length lines plus
+/// slack for live traffic.
+pub fn outbox_bytes(history: usize, max_line: usize) -> usize {
+    history
+        .saturating_mul(max_line.saturating_add(LINE_OVERHEAD))
+        .saturating_add(OUTBOX_SLACK)
+}
+
+/// Raises the soft limit on open files to the hard limit, since every client
+/// holds one descriptor. Returns the limit now in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to fill in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit that lives across the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(limit.rlim_max);
+    }
+    Ok(limit.rlim_cur)
+}

@@ -1,0 +1,454 @@
+//! The registry: who is connected, which room each is in, and each room's
+//! recent history. One `Mutex`, short critical sections, no socket I/O under it.
+//!
+//! Fan-out never waits: recipients are picked under the lock as a shared
+//! snapshot (`Arc<[Member]>`), the lock is released, then one shared line is
+//! queued to each recipient's [`Outbox`], which never blocks.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::format;
+use crate::names::{self, NameError};
+use crate::outbox::Outbox;
+
+/// A connection's number: the number of the server thread that serves it.
+pub type ClientId = u64;
+
+/// A member of a room as fan-out sees it.
+#[derive(Clone)]
+struct Member {
+    id: ClientId,
+    outbox: Outbox,
+}
+
+/// A room: its members and its recent messages.
+struct Room {
+    /// The name as it was created (rooms are found without regard to case).
+    name: Arc<str>,
+    /// Copy-on-write list of members: fan-out clones the `Arc`, a join or leave
+    /// copies the list only while a fan-out still holds the old one.
+    members: Arc<Vec<Member>>,
+    /// The last messages, oldest first, as sent to clients.
+    history: VecDeque<Arc<str>>,
+}
+
+impl Room {
+    fn new(name: &str) -> Room {
+        Room {
+            name: name.into(),
+            members: Arc::new(Vec::new()),
+            history: VecDeque::new(),
+        }
+    }
+}
+
+/// One connection, named or not yet.
+struct Client {
+    name: Option<Arc<str>>,
+    /// Key of the room the client is in; `None` is the lobby.
+    room: Option<String>,
+    outbox: Outbox,
+    stream: Arc<TcpStream>,
+}
+
+#[derive(Default)]
+struct Inner {
+    clients: HashMap<ClientId, Client>,
+    /// Folded name to client.
+    names: HashMap<String, ClientId>,
+    /// Folded room name to room.
+    rooms: BTreeMap<String, Room>,
+}
+
+/// How [`Registry::enter`] treats the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enter {
+    /// `/join`: the room must exist.
+    Join,
+    /// `/create`: the room must not exist yet.
+    Create,
+}
+
+/// Why a room move was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomError {
+    /// `/join` of a room that does not exist.
+    NoSuchRoom(String),
+    /// `/create` of a room that exists.
+    Exists(String),
+    /// Moving into the room one is in.
+    AlreadyIn(String),
+    /// `/leave` from the lobby.
+    InLobby,
+}
+
+impl fmt::Display for RoomError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoomError::NoSuchRoom(room) => {
+                write!(
+                    f,
+                    "there is no room #{room}; /create {room} makes it, /list shows the rooms"
+                )
+            }
+            RoomError::Exists(room) => {
+                write!(f, "room #{room} exists already; /join {room} to go in")
+            }
+            RoomError::AlreadyIn(room) => write!(f, "you are in #{room} already"),
+            RoomError::InLobby => {
+                write!(f, "you are in the lobby already; /join ROOM to go in one")
+            }
+        }
+    }
+}
+
+/// A room as `/list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The room's name.
+    pub name: Arc<str>,
+    /// How many are in it.
+    pub members: usize,
+}
+
+/// A user as `/who` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user's name.
+    pub name: Arc<str>,
+    /// The room they are in; `None` is the lobby.
+    pub room: Option<Arc<str>>,
+}
+
+/// Who is online and where.
+///
+/// Promises:
+/// 1. Names are unique among connected clients, without regard to case.
+/// 2. Nothing under the lock blocks: only map updates and [`Outbox::send`].
+/// 3. A newcomer to a room receives the room's history before any live message
+///    of that room, and each message exactly once.
+/// 4. A poisoned lock is recovered: one panicking client does not take the
+///    others down.
+pub struct Registry {
+    inner: Mutex<Inner>,
+    history: usize,
+    announce_limit: usize,
+}
+
+impl Registry {
+    /// A registry with the given rooms (name and recent lines, oldest first),
+    /// keeping `history` lines per room and announcing moves in rooms of at most
+    /// `announce_limit` members.
+    pub fn new(
+        rooms: impl IntoIterator<Item = (String, Vec<Arc<str>>)>,
+        history: usize,
+        announce_limit: usize,
+    ) -> Registry {
+        let mut inner = Inner::default();
+        for (name, lines) in rooms {
+            let room = inner
+                .rooms
+                .entry(names::fold(&name))
+                .or_insert_with(|| Room::new(&name));
+            room.history.extend(lines);
+            while room.history.len() > history {
+                room.history.pop_front();
+            }
+        }
+        Registry {
+            inner: Mutex::new(inner),
+            history,
+            announce_limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes sure a room exists (the default room, or one read back from disk).
+    pub fn ensure_room(&self, name: &str) {
+        self.lock()
+            .rooms
+            .entry(names::fold(name))
+            .or_insert_with(|| Room::new(name));
+    }
+
+    /// Records a new connection, not named yet.
+    pub fn connect(&self, id: ClientId, outbox: Outbox, stream: Arc<TcpStream>) {
+        self.lock().clients.insert(
+            id,
+            Client {
+                name: None,
+                room: None,
+                outbox,
+                stream,
+            },
+        );
+    }
+
+    /// How many connections there are, named or not.
+    pub fn connections(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// Gives the client its name, if nobody online has it.
+    pub fn claim_name(&self, id: ClientId, name: &str) -> Result<Arc<str>, NameError> {
+        let mut inner = self.lock();
+        let key = names::fold(name);
+        if inner.names.contains_key(&key) {
+            return Err(NameError::Taken(name.to_string()));
+        }
+        let Some(client) = inner.clients.get_mut(&id) else {
+            return Err(NameError::Taken(name.to_string()));
+        };
+        let name: Arc<str> = name.into();
+        client.name = Some(Arc::clone(&name));
+        inner.names.insert(key, id);
+        Ok(name)
+    }
+
+    /// Moves a named client into a room (creating it for [`Enter::Create`]),
+    /// out of the room it was in. The client receives a line saying where it is
+    /// and the room's history; the rooms it left and entered are told.
+    /// Returns the room's name.
+    pub fn enter(&self, id: ClientId, room: &str, how: Enter) -> Result<Arc<str>, RoomError> {
+        let key = names::fold(room);
+        let mut inner = self.lock();
+        let exists = inner.rooms.contains_key(&key);
+        match how {
+            Enter::Join if !exists => return Err(RoomError::NoSuchRoom(room.to_string())),
+            Enter::Create if exists => return Err(RoomError::Exists(room.to_string())),
+            _ => {}
+        }
+        let Some(client) = inner.clients.get(&id) else {
+            return Err(RoomError::NoSuchRoom(room.to_string()));
+        };
+        if client.room.as_deref() == Some(key.as_str()) {
+            let name = inner
+                .rooms
+                .get(&key)
+                .map_or_else(|| room.into(), |r| Arc::clone(&r.name));
+            return Err(RoomError::AlreadyIn(name.to_string()));
+        }
+        let name = client.name.clone().unwrap_or_else(|| "?".into());
+        let outbox = client.outbox.clone();
+        let left = self.leave_locked(&mut inner, id, &name);
+
+        let room = inner
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| Room::new(room));
+        let members = Arc::make_mut(&mut room.members);
+        members.push(Member {
+            id,
+            outbox: outbox.clone(),
+        });
+        let count = members.len();
+        let verb = if how == Enter::Create {
+            "created"
+        } else {
+            "joined"
+        };
+        outbox.send(format::notice(format_args!(
+            "you {verb} #{} ({count} here)",
+            room.name
+        )));
+        if !room.history.is_empty() {
+            outbox.send(format::notice(format_args!(
+                "recent messages in #{}:",
+                room.name
+            )));
+            for line in &room.history {
+                outbox.send(Arc::clone(line));
+            }
+            outbox.send(format::notice("end of recent messages"));
+        }
+        let arrived = (count <= self.announce_limit).then(|| {
+            (
+                Arc::clone(&room.members),
+                format::notice(format_args!("{name} joined #{}", room.name)),
+            )
+        });
+        let room_name = Arc::clone(&room.name);
+        if let Some(client) = inner.clients.get_mut(&id) {
+            client.room = Some(key);
+        }
+        drop(inner);
+
+        for (members, line) in left.into_iter().chain(arrived) {
+            tell(&members, id, &line);
+        }
+        Ok(room_name)
+    }
+
+    /// Takes a client out of its room, back to the lobby. Returns the room left.
+    pub fn leave(&self, id: ClientId) -> Result<Arc<str>, RoomError> {
+        let mut inner = self.lock();
+        let Some(client) = inner.clients.get(&id) else {
+            return Err(RoomError::InLobby);
+        };
+        let Some(key) = client.room.clone() else {
+            return Err(RoomError::InLobby);
+        };
+        let name = client.name.clone().unwrap_or_else(|| "?".into());
+        let left = self.leave_locked(&mut inner, id, &name);
+        let room_name = inner
+            .rooms
+            .get(&key)
+            .map_or_else(|| key.as_str().into(), |r| Arc::clone(&r.name));
+        drop(inner);
+        if let Some((members, line)) = left {
+            tell(&members, id, &line);
+        }
+        Ok(room_name)
+    }
+
+    /// Removes the client from its room (if any) and returns who to tell.
+    fn leave_locked(
+        &self,
+        inner: &mut Inner,
+        id: ClientId,
+        name: &str,
+    ) -> Option<(Arc<Vec<Member>>, Arc<str>)> {
+        let key = inner.clients.get_mut(&id)?.room.take()?;
+        let room = inner.rooms.get_mut(&key)?;
+        Arc::make_mut(&mut room.members).retain(|m| m.id != id);
+        (room.members.len() < self.announce_limit).then(|| {
+            (
+                Arc::clone(&room.members),
+                format::notice(format_args!("{name} left #{}", room.name)),
+            )
+        })
+    }
+
+    /// Forgets a connection; its room is told that it left the chat.
+    /// Returns its name and the room it was in.
+    pub fn disconnect(&self, id: ClientId) -> Option<(Arc<str>, Option<Arc<str>>)> {
+        let mut inner = self.lock();
+        let client = inner.clients.get(&id)?;
+        let name = client.name.clone();
+        let mut told = None;
+        let mut room_name = None;
+        if let Some(name) = &name {
+            if let Some(room) = client
+                .room
+                .clone()
+                .and_then(|key| inner.rooms.get_mut(&key))
+            {
+                Arc::make_mut(&mut room.members).retain(|m| m.id != id);
+                room_name = Some(Arc::clone(&room.name));
+                if room.members.len() < self.announce_limit {
+                    told = Some((
+                        Arc::clone(&room.members),
+                        format::notice(format_args!("{name} left the chat")),
+                    ));
+                }
+            }
+            inner.names.remove(&names::fold(name));
+        }
+        inner.clients.remove(&id);
+        drop(inner);
+        if let Some((members, line)) = told {
+            tell(&members, id, &line);
+        }
+        name.map(|n| (n, room_name))
+    }
+
+    /// Records a message in its room's history and queues it to every member
+    /// but its sender (who is given it by the store wherever they are now).
+    /// Returns how many members it was queued to. Creates the room if needed.
+    pub fn deliver_to_room(&self, room: &str, line: Arc<str>, sender: ClientId) -> usize {
+        let mut inner = self.lock();
+        let room = inner
+            .rooms
+            .entry(names::fold(room))
+            .or_insert_with(|| Room::new(room));
+        if self.history > 0 {
+            if room.history.len() == self.history {
+                room.history.pop_front();
+            }
+            room.history.push_back(Arc::clone(&line));
+        }
+        let members = Arc::clone(&room.members);
+        drop(inner);
+        tell(&members, sender, &line);
+        members.len()
+    }
+
+    /// The outbox and exact name of the user with this name (any case).
+    pub fn find(&self, name: &str) -> Option<(Arc<str>, Outbox)> {
+        let inner = self.lock();
+        let id = inner.names.get(&names::fold(name))?;
+        let client = inner.clients.get(id)?;
+        Some((client.name.clone()?, client.outbox.clone()))
+    }
+
+    /// The name of the room the client is in; `None` in the lobby.
+    pub fn room_of(&self, id: ClientId) -> Option<Arc<str>> {
+        let inner = self.lock();
+        let key = inner.clients.get(&id)?.room.as_ref()?;
+        inner.rooms.get(key).map(|r| Arc::clone(&r.name))
+    }
+
+    /// Every room, in name order, with how many are in it.
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        self.lock()
+            .rooms
+            .values()
+            .map(|r| RoomInfo {
+                name: Arc::clone(&r.name),
+                members: r.members.len(),
+            })
+            .collect()
+    }
+
+    /// Every named user, in name order, with the room each is in.
+    pub fn users(&self) -> Vec<UserInfo> {
+        let inner = self.lock();
+        let mut users: Vec<UserInfo> = inner
+            .clients
+            .values()
+            .filter_map(|c| {
+                Some(UserInfo {
+                    name: c.name.clone()?,
+                    room: c
+                        .room
+                        .as_ref()
+                        .and_then(|k| inner.rooms.get(k))
+                        .map(|r| Arc::clone(&r.name)),
+                })
+            })
+            .collect();
+        users.sort_by_key(|u| names::fold(&u.name));
+        users
+    }
+
+    /// Tells every connection `line`, closes its outbox after it, and wakes its
+    /// reader, so that every client thread ends. Used at shutdown.
+    pub fn close_all(&self, line: Arc<str>) {
+        let clients: Vec<(Outbox, Arc<TcpStream>)> = self
+            .lock()
+            .clients
+            .values()
+            .map(|c| (c.outbox.clone(), Arc::clone(&c.stream)))
+            .collect();
+        for (outbox, stream) in clients {
+            outbox.send(Arc::clone(&line));
+            outbox.close();
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+}
+
+/// Queues `line` to every member but `except`.
+fn tell(members: &[Member], except: ClientId, line: &Arc<str>) {
+    for member in members.iter().filter(|m| m.id != except) {
+        member.outbox.send(Arc::clone(line));
+    }
+}
