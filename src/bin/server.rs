@@ -78,13 +78,6 @@ fn main() -> ExitCode {
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
 
-    let server = match Server::open(config) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let listener = match TcpListener::bind((args.host.as_str(), args.port)) {
         Ok(listener) => listener,
         Err(e) => {
@@ -92,6 +85,13 @@ fn main() -> ExitCode {
                 "error: cannot listen on {}:{}: {e} (is another server running there? choose another --port or --host)",
                 args.host, args.port
             );
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::open(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -1,0 +1,305 @@
+//! Test harness: the real `server` binary on `--port 0` with a temporary data
+//! directory, and line clients over real TCP. Waits are for conditions, with
+//! deadlines; nothing sleeps to let things happen.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single expectation may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running `server` process.
+pub struct TestServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn server_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server")
+}
+
+fn drain(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            match line {
+                Ok(line) => into.lock().unwrap().push(line),
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+impl TestServer {
+    /// Starts a server on a free port with its data in `dir`.
+    pub fn start(dir: &Path, args: &[&str]) -> TestServer {
+        Self::start_with(dir, args, |_| {})
+    }
+
+    /// Like [`start`], with a chance to adjust the command.
+    pub fn start_with(dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> TestServer {
+        let mut command = Command::new(server_bin());
+        command
+            .args(["--port", "0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("the server binary starts");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        drain(child.stderr.take().unwrap(), Arc::clone(&stderr));
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).expect("server stdout");
+        let Some(addr) = first.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "server did not start: stdout {first:?}, stderr {:?}",
+                stderr.lock().unwrap()
+            );
+        };
+        let addr: SocketAddr = addr.parse().expect("a socket address");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        drain(out, Arc::clone(&stdout));
+        TestServer {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// A raw connection, nothing sent.
+    pub fn connect_raw(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// A client that has named itself and been accepted.
+    pub fn join(&self, name: &str) -> Client {
+        let mut client = self.connect_raw();
+        client.send(name);
+        client.expect(|l| l.starts_with("* ") && l.contains(name) && l.contains("hello"));
+        client
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits for the server to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `kill -9` and wait.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit();
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the server's stderr has a line containing `needle`.
+    pub fn expect_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.stderr_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "stderr never said {needle:?}: {}",
+                self.stderr_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn messages(&self) -> Vec<csv::StringRecord> {
+        read_rows(&self.dir.join("messages.csv"))
+    }
+
+    pub fn events(&self) -> Vec<csv::StringRecord> {
+        read_rows(&self.dir.join("data.csv"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The rows of a CSV file, header excluded.
+pub fn read_rows(path: &Path) -> Vec<csv::StringRecord> {
+    let mut reader = csv::Reader::from_path(path).expect("a CSV file");
+    reader
+        .records()
+        .map(|r| r.expect("a well-formed row"))
+        .collect()
+}
+
+/// A line client over TCP.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// Every line received so far.
+    pub seen: Vec<String>,
+    /// Lines received but not yet consumed by an expectation.
+    cursor: usize,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to the server");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client {
+            stream,
+            reader,
+            seen: Vec::new(),
+            cursor: 0,
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to the server");
+    }
+
+    /// Reads one more line; `None` on timeout; panics at end of stream.
+    fn read_one(&mut self) -> Result<Option<String>, ()> {
+        let mut buf = Vec::new();
+        loop {
+            match self.reader.read_until(b'\n', &mut buf) {
+                Ok(0) => return Err(()),
+                Ok(_) if buf.ends_with(b"\n") => {
+                    buf.pop();
+                    let line = String::from_utf8(buf).expect("the server sends UTF-8");
+                    self.seen.push(line.clone());
+                    return Ok(Some(line));
+                }
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                Err(_) => return Err(()),
+            }
+        }
+    }
+
+    /// Waits for a line (after those already consumed) that matches; returns it.
+    pub fn expect(&mut self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            while self.cursor < self.seen.len() {
+                let line = self.seen[self.cursor].clone();
+                self.cursor += 1;
+                if matches(&line) {
+                    return line;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching line arrived; seen: {:#?}",
+                self.seen
+            );
+            if self.read_one().is_err() {
+                panic!(
+                    "connection closed before a matching line; seen: {:#?}",
+                    self.seen
+                );
+            }
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn expect_line(&mut self, needle: &str) -> String {
+        self.expect(|l| l.contains(needle))
+    }
+
+    /// Waits until a line containing each of `needles` has arrived, in any order.
+    pub fn expect_all(&mut self, needles: &[&str]) {
+        let mut missing: Vec<&str> = needles.to_vec();
+        while !missing.is_empty() {
+            let line = self.expect(|l| missing.iter().any(|n| l.contains(n)));
+            missing.retain(|n| !line.contains(n));
+        }
+    }
+
+    /// Waits for the server to close the connection; returns the lines not yet
+    /// consumed.
+    pub fn expect_closed(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not close; seen: {:#?}",
+                self.seen
+            );
+            if self.read_one().is_err() {
+                let rest = self.seen[self.cursor..].to_vec();
+                self.cursor = self.seen.len();
+                return rest;
+            }
+        }
+    }
+
+    /// Every line received up to the answer of a `/who` sent now: since lines
+    /// reach a client in order, what was queued for it before is in the result.
+    pub fn sync(&mut self) -> Vec<String> {
+        let start = self.cursor;
+        self.send("/who");
+        self.expect(|l| l.starts_with("* online ("));
+        self.seen[start..].to_vec()
+    }
+}
+
+/// The chat lines (`[time] name: text`) among `lines`, as `name: text`.
+pub fn chat_lines(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with('[') && !l.contains("(whisper"))
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_string()))
+        .collect()
+}
