@@ -1,0 +1,161 @@
+//! A small chatroom bot: how a program talks to the server.
+//!
+//! It logs in, optionally moves to a room, then reads the server's lines and
+//! tells them apart by their first characters (docs/PROTOCOL.md):
+//! `[` a chat line, `* ` a notice, `! ` an error. It answers:
+//! - `* NAME joined #ROOM` with `welcome, NAME!`;
+//! - `!time` with the current time;
+//! - `!who` by sending `/who` and relaying the names it gets back in one line.
+//!
+//! A whisper (`/msg bot !time`) is answered with a whisper. The bot never
+//! answers its own lines, nor the replayed history it is shown on joining a room.
+//!
+//! ```text
+//! cargo run --example bot -- --addr 127.0.0.1:6622 --name bot --room lab
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A chatroom bot that welcomes newcomers and answers `!time` and `!who`.
+#[derive(Parser)]
+struct Args {
+    /// Server address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:6622")]
+    addr: String,
+    /// Name to log in with.
+    #[arg(long, default_value = "bot")]
+    name: String,
+    /// Room to sit in (joined, or created if missing); default: the server's default room.
+    #[arg(long)]
+    room: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let served = TcpStream::connect(&args.addr)
+        .and_then(|stream| run(stream, &args.name, args.room.as_deref()));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Longest `!who` answer: far below the server's line limit (4096 bytes by default).
+const MAX_REPLY: usize = 1000;
+
+/// Where an answer goes: `None` to the bot's room, `Some(name)` as a whisper.
+type To = Option<String>;
+
+/// Serves one connection until the server closes it.
+pub fn run(stream: TcpStream, name: &str, room: Option<&str>) -> io::Result<()> {
+    let mut out = stream.try_clone()?;
+    // One write per line, so the server never sees half a line from us.
+    let mut send = |line: &str| out.write_all(format!("{line}\n").as_bytes());
+    let say = |to: &To, text: &str| match to {
+        None => text.to_string(),
+        Some(who) => format!("/msg {who} {text}"),
+    };
+    send(name)?; // the name may be sent before the `Name:` prompt arrives
+    let mut me: Option<String> = None;
+    let mut in_history = false;
+    let mut who_asked: VecDeque<To> = VecDeque::new();
+    let mut who: Option<(To, usize, Vec<String>)> = None; // (to, expected, names)
+
+    for line in BufReader::new(stream).lines() {
+        let line = line?;
+        let Some(me) = me.as_deref() else {
+            // Logging in: `* hello NAME! ...` says which name we got.
+            if let Some(rest) = line.strip_prefix("* hello ") {
+                let got = rest.split_whitespace().next().unwrap_or(name);
+                me = Some(got.strip_suffix('!').unwrap_or(got).to_string());
+                if let Some(room) = room {
+                    send(&format!("/join {room}"))?;
+                }
+            } else if let Some(why) = line.strip_prefix("! ") {
+                return Err(io::Error::other(format!("could not log in: {why}")));
+            }
+            continue;
+        };
+        if let Some(notice) = line.strip_prefix("* ") {
+            if notice.starts_with("recent messages in #") {
+                in_history = true;
+            } else if notice == "end of recent messages" {
+                in_history = false;
+            } else if let Some(count) = notice.strip_prefix("online (") {
+                // The `/who` reply: a count, then one `*   NAME in ...` line each.
+                let expected = count.trim_end_matches("):").parse().unwrap_or(0);
+                if let Some(to) = who_asked.pop_front() {
+                    who = Some((to, expected, Vec::new()));
+                }
+            } else if let Some(entry) = notice.strip_prefix("  ") {
+                if let Some((_, _, names)) = &mut who {
+                    names.push(entry.trim_start().replacen(" in ", " (", 1) + ")");
+                }
+            } else if let Some((newcomer, to_room)) = notice.split_once(" joined #") {
+                // `* NAME joined #ROOM`; not `* you joined #ROOM (N here)`.
+                if !newcomer.contains(' ') && !to_room.contains(' ') && newcomer != me {
+                    send(&format!("welcome, {newcomer}!"))?;
+                }
+            }
+            if let Some((to, expected, names)) = &who
+                && names.len() >= *expected
+            {
+                let mut answer = format!("online ({expected}): {}", names.join(", "));
+                if answer.len() > MAX_REPLY {
+                    let cut = (0..=MAX_REPLY).rev().find(|&i| answer.is_char_boundary(i));
+                    answer.truncate(cut.unwrap_or(0));
+                    answer.push_str(" …");
+                }
+                send(&say(to, &answer))?;
+                who = None;
+            }
+        } else if let Some(rest) = line.strip_prefix('[') {
+            // `[HH:MM:SS] NAME: TEXT` or `[HH:MM:SS] (whisper) NAME: TEXT`.
+            let Some((_, rest)) = rest.split_once("] ") else {
+                continue;
+            };
+            if rest.starts_with("(whisper to ") {
+                continue; // the confirmation of a whisper we sent
+            }
+            let (whisper, rest) = match rest.strip_prefix("(whisper) ") {
+                Some(rest) => (true, rest),
+                None => (false, rest),
+            };
+            let Some((from, text)) = rest.split_once(": ") else {
+                continue;
+            };
+            if in_history || from == me {
+                continue; // never answer old lines or ourselves: no loops
+            }
+            let to = whisper.then(|| from.to_string());
+            match text.trim() {
+                "!time" => {
+                    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S %:z");
+                    send(&say(&to, &format!("the time is {now}")))?;
+                }
+                "!who" => {
+                    who_asked.push_back(to);
+                    send("/who")?;
+                }
+                _ => {}
+            }
+        } else if let Some(error) = line.strip_prefix("! ") {
+            if let Some(room) = room
+                && error.starts_with("there is no room")
+            {
+                send(&format!("/create {room}"))?;
+            } else {
+                eprintln!("bot: the server said: {error}");
+            }
+        }
+    }
+    Ok(()) // the server closed the connection (shutdown, or we were dropped)
+}
