@@ -1,0 +1,199 @@
+//! The example bot (`examples/bot.rs`) against the real server: it welcomes
+//! whoever joins its room, answers `!time` and `!who`, and ignores history.
+//!
+//! The bot's source is compiled into this test (`#[path]`) rather than run
+//! from `target/debug/examples/bot`: `cargo test --test bot` does not build
+//! examples, and a stale binary would test old code.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)] // its `main` and flags are not used here
+#[path = "../examples/bot.rs"]
+mod bot;
+
+/// Longest wait for anything the test expects.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The real `server` binary on a free port and a fresh data directory; killed
+/// when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--port", "0", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the server starts");
+        // Drain both pipes for the server's whole life, so it never blocks on them.
+        let (lines_tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let stderr = child.stderr.take().expect("piped stderr");
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("server: {line}");
+            }
+        });
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            _dir: dir,
+        };
+        let first = lines
+            .recv_timeout(PATIENCE)
+            .expect("the server prints `listening on HOST:PORT`");
+        server.addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_string();
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A person at `nc`: sends lines, waits for the line it expects.
+struct User {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    seen: Vec<String>,
+}
+
+impl User {
+    fn login(addr: &str, name: &str) -> User {
+        let writer = TcpStream::connect(addr).expect("the server accepts");
+        let reader = BufReader::new(writer.try_clone().expect("a second handle"));
+        let mut user = User {
+            reader,
+            writer,
+            seen: Vec::new(),
+        };
+        user.send(name);
+        user.expect(|l| l.starts_with("* hello "), "the login line");
+        user
+    }
+
+    fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("the server takes a line");
+    }
+
+    /// Reads until a line satisfies `wanted`, for at most [`PATIENCE`].
+    fn expect(&mut self, wanted: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {what} within {PATIENCE:?}; saw {:#?}",
+                self.seen
+            );
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(left))
+                .expect("a read timeout");
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => panic!(
+                    "the server closed while waiting for {what}: {:#?}",
+                    self.seen
+                ),
+                Ok(_) => {}
+                Err(e) => panic!("no {what} ({e}); saw {:#?}", self.seen),
+            }
+            let line = line.trim_end_matches(['\r', '\n']).to_string();
+            self.seen.push(line.clone());
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+fn start_bot(addr: &str, name: &'static str, room: &'static str) {
+    let stream = TcpStream::connect(addr).expect("the bot connects");
+    thread::spawn(move || bot::run(stream, name, Some(room)));
+}
+
+#[test]
+fn bot_welcomes_newcomers_and_answers_time_and_who_but_not_history() {
+    let server = Server::start();
+    let mut alice = User::login(&server.addr, "alice");
+    alice.send("/create lab");
+    alice.expect(|l| l.starts_with("* you created #lab"), "the new room");
+    // Said before the bot arrives: the bot sees it only as replayed history.
+    alice.send("!time");
+    alice.expect(|l| l.ends_with("] alice: !time"), "the echo of !time");
+
+    start_bot(&server.addr, "bot", "lab");
+    alice.expect(|l| l == "* bot joined #lab", "the bot joining #lab");
+
+    // Come back in: the bot says hello.
+    alice.send("/leave");
+    alice.expect(|l| l.starts_with("* you left #lab"), "leaving #lab");
+    alice.send("/join lab");
+    let first = alice.expect(|l| l.contains("] bot: "), "a line from the bot");
+    assert!(
+        first.ends_with("] bot: welcome, alice!"),
+        "the bot's first line is its welcome, not an answer to history: {first:?}"
+    );
+
+    alice.send("!time");
+    let time = alice.expect(|l| l.contains("] bot: the time is "), "the time");
+    let year = chrono::Local::now().format("%Y").to_string();
+    assert!(time.contains(&year), "{time:?}");
+
+    alice.send("!who");
+    let who = alice.expect(|l| l.contains("] bot: online ("), "the names online");
+    assert!(
+        who.contains("alice (#lab)") && who.contains("bot (#lab)"),
+        "{who:?}"
+    );
+
+    alice.send("/msg bot !time");
+    alice.expect(
+        |l| l.contains("] (whisper) bot: the time is "),
+        "a whispered answer",
+    );
+}
+
+#[test]
+fn bot_creates_its_room_when_it_is_missing() {
+    let server = Server::start();
+    let mut bob = User::login(&server.addr, "bob");
+    bob.expect(
+        |l| l.starts_with("* you joined #general"),
+        "the default room",
+    );
+    start_bot(&server.addr, "bot", "den");
+    // The bot lands in #general like everyone, then `/join den` fails and it
+    // sends `/create den`, which moves it out of #general.
+    bob.expect(|l| l == "* bot joined #general", "the bot arriving");
+    bob.expect(|l| l == "* bot left #general", "the bot moving to #den");
+    bob.send("/join den");
+    bob.expect(|l| l.starts_with("* you joined #den (2 here)"), "#den");
+    bob.expect(|l| l.ends_with("] bot: welcome, bob!"), "the welcome");
+}
