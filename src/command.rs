@@ -31,6 +31,31 @@ pub enum Command<'a> {
     },
     /// `/quit`.
     Quit,
+    /// `/kick NAME [reason]` (admins).
+    Kick {
+        /// Who.
+        name: &'a str,
+        /// Why (may be empty).
+        reason: &'a str,
+    },
+    /// `/ban NAME [reason]` (admins).
+    Ban {
+        /// Who.
+        name: &'a str,
+        /// Why (may be empty).
+        reason: &'a str,
+    },
+    /// `/unban NAME` (admins).
+    Unban(&'a str),
+    /// `/mute NAME [minutes]` (admins); no minutes: until unmuted.
+    Mute {
+        /// Who.
+        name: &'a str,
+        /// For how long.
+        minutes: Option<u32>,
+    },
+    /// `/unmute NAME` (admins).
+    Unmute(&'a str),
 }
 
 /// A line that is not a usable command.
@@ -64,6 +89,18 @@ pub const HELP: &[(&str, &str)] = &[
     ("/msg NAME TEXT", "whisper to one person (also /w)"),
     ("/quit", "leave the chat"),
     ("//TEXT", "say something that starts with /"),
+];
+
+/// The moderation commands, shown by `/help` to admins.
+pub const ADMIN_HELP: &[(&str, &str)] = &[
+    ("/kick NAME [WHY]", "disconnect someone"),
+    ("/ban NAME [WHY]", "disconnect and keep out for good"),
+    ("/unban NAME", "lift a ban"),
+    (
+        "/mute NAME [MIN]",
+        "silence in rooms, for MIN minutes or until unmuted",
+    ),
+    ("/unmute NAME", "lift a mute"),
 ];
 
 /// Reads a line from a named user.
@@ -100,6 +137,43 @@ pub fn parse(line: &str) -> Result<Command<'_>, CommandError> {
             _ => Err(CommandError::Usage("/msg NAME TEXT")),
         },
         "quit" => Ok(Command::Quit),
+        "kick" | "ban" => {
+            let usage = if word_lower == "kick" {
+                "/kick NAME [reason]"
+            } else {
+                "/ban NAME [reason]"
+            };
+            let (name, reason) = match args.split_once(char::is_whitespace) {
+                Some((name, reason)) => (name, reason.trim()),
+                None => (args, ""),
+            };
+            if name.is_empty() {
+                return Err(CommandError::Usage(usage));
+            }
+            Ok(if word_lower == "kick" {
+                Command::Kick { name, reason }
+            } else {
+                Command::Ban { name, reason }
+            })
+        }
+        "unban" => one_arg("/unban NAME").map(Command::Unban),
+        "unmute" => one_arg("/unmute NAME").map(Command::Unmute),
+        "mute" => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [name] => Ok(Command::Mute {
+                name,
+                minutes: None,
+            }),
+            [name, minutes] => match minutes.parse::<u32>() {
+                Ok(minutes) if minutes > 0 => Ok(Command::Mute {
+                    name,
+                    minutes: Some(minutes),
+                }),
+                _ => Err(CommandError::Usage(
+                    "/mute NAME [minutes, a whole number above 0]",
+                )),
+            },
+            _ => Err(CommandError::Usage("/mute NAME [minutes]")),
+        },
         _ => Err(CommandError::Unknown(word.to_string())),
     }
 }
@@ -167,6 +241,46 @@ mod tests {
             Err(CommandError::Usage("/msg NAME TEXT"))
         );
         assert_eq!(parse("/msg"), Err(CommandError::Usage("/msg NAME TEXT")));
+    }
+
+    #[test]
+    fn moderation_commands_take_a_name_and_maybe_more() {
+        assert_eq!(
+            parse("/kick bob spamming links"),
+            Ok(Command::Kick {
+                name: "bob",
+                reason: "spamming links"
+            })
+        );
+        assert_eq!(
+            parse("/ban bob"),
+            Ok(Command::Ban {
+                name: "bob",
+                reason: ""
+            })
+        );
+        assert_eq!(
+            parse("/kick"),
+            Err(CommandError::Usage("/kick NAME [reason]"))
+        );
+        assert_eq!(parse("/unban bob"), Ok(Command::Unban("bob")));
+        assert_eq!(
+            parse("/mute bob 10"),
+            Ok(Command::Mute {
+                name: "bob",
+                minutes: Some(10)
+            })
+        );
+        assert_eq!(
+            parse("/MUTE bob"),
+            Ok(Command::Mute {
+                name: "bob",
+                minutes: None
+            })
+        );
+        assert!(parse("/mute bob ten").is_err());
+        assert!(parse("/mute bob 0").is_err());
+        assert_eq!(parse("/unmute bob"), Ok(Command::Unmute("bob")));
     }
 
     #[test]

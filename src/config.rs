@@ -23,6 +23,14 @@ pub struct Config {
     pub announce_limit: usize,
     /// Time a new connection has to send its name.
     pub name_timeout: Duration,
+    /// Lines a second per client; 0 turns flood control off.
+    pub rate: f64,
+    /// Lines a client may send at once before `rate` applies.
+    pub burst: u32,
+    /// Connections from one address at once; 0 means no limit.
+    pub max_per_ip: usize,
+    /// Pause before a failed login is answered.
+    pub login_delay: Duration,
 }
 
 impl Default for Config {
@@ -35,6 +43,10 @@ impl Default for Config {
             max_line: limits::DEFAULT_MAX_LINE,
             announce_limit: limits::DEFAULT_ANNOUNCE_LIMIT,
             name_timeout: limits::DEFAULT_NAME_TIMEOUT,
+            rate: limits::DEFAULT_RATE,
+            burst: limits::DEFAULT_BURST,
+            max_per_ip: limits::DEFAULT_MAX_PER_IP,
+            login_delay: limits::DEFAULT_LOGIN_DELAY,
         }
     }
 }

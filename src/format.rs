@@ -66,6 +66,8 @@ pub fn error(text: impl Display) -> Arc<str> {
 
 /// The prompt for a name.
 pub const NAME_PROMPT: &str = "Name:\n";
+/// The prompt for a password, on a private server.
+pub const PASSWORD_PROMPT: &str = "Password:\n";
 
 #[cfg(test)]
 mod tests {

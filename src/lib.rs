@@ -19,15 +19,18 @@
 //! [`limits`] names every bound; [`config`] holds what the flags set.
 //! [`names`] has the rules for user and room names.
 
+pub mod accounts;
 pub mod command;
 pub mod config;
 pub mod format;
 pub mod limits;
 pub mod logging;
+pub mod moderation;
 pub mod names;
 pub mod outbox;
 pub mod registry;
 pub mod server;
 mod session;
 pub mod store;
+pub mod table;
 pub mod wire;

@@ -22,6 +22,22 @@ pub const DEFAULT_ANNOUNCE_LIMIT: usize = 100;
 /// Time a new connection has to send its name before it is closed, so that idle
 /// sockets cannot hold slots.
 pub const DEFAULT_NAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines a second a client may send (a token bucket); 0 turns it off.
+pub const DEFAULT_RATE: f64 = 5.0;
+/// Lines a client may send at once before the rate applies.
+pub const DEFAULT_BURST: u32 = 10;
+/// Connections from one address at once; 0 means no limit.
+pub const DEFAULT_MAX_PER_IP: usize = 16;
+/// Pause before a failed login is answered: slows down guessing, on the
+/// guesser's own thread only.
+pub const DEFAULT_LOGIN_DELAY: Duration = Duration::from_secs(1);
+/// Failed logins one connection may make before it is closed.
+pub const LOGIN_ATTEMPTS: usize = 3;
+/// Failed logins from one address within [`LOGIN_FAILURE_WINDOW`] after which
+/// that address is refused until the window has passed.
+pub const LOGIN_FAILURES_PER_IP: usize = 10;
+/// See [`LOGIN_FAILURES_PER_IP`].
+pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
 /// Longest room name, in characters.

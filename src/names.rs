@@ -8,6 +8,8 @@ use crate::wire::is_forbidden;
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameError {
+    /// No characters.
+    Empty,
     /// More than [`MAX_NAME_CHARS`] characters.
     TooLong,
     /// Contains a space, tab or other white space.
@@ -23,6 +25,7 @@ pub enum NameError {
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            NameError::Empty => write!(f, "a name needs at least one character"),
             NameError::TooLong => write!(f, "a name has at most {MAX_NAME_CHARS} characters"),
             NameError::WhiteSpace => write!(f, "a name cannot contain spaces"),
             NameError::Control => write!(f, "a name cannot contain control characters"),
@@ -35,6 +38,9 @@ impl fmt::Display for NameError {
 /// Checks a proposed user name (already trimmed of its line ending).
 /// Uniqueness is the registry's business; this checks the form only.
 pub fn check_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(NameError::TooLong);
     }

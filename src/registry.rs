@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::format;
@@ -52,6 +52,7 @@ struct Client {
     room: Option<String>,
     outbox: Outbox,
     stream: Arc<TcpStream>,
+    ip: IpAddr,
 }
 
 #[derive(Default)]
@@ -105,6 +106,23 @@ impl fmt::Display for RoomError {
     }
 }
 
+/// A line for the members a room had at one moment (a join, a leave), all
+/// but the one it is about. The registry returns it instead of sending it, so
+/// that the session can pass it through the store and it reaches the room
+/// after the messages that person sent before.
+pub struct Announcement {
+    members: Arc<Vec<Member>>,
+    except: ClientId,
+    line: Arc<str>,
+}
+
+impl Announcement {
+    /// Queues the line to each member.
+    pub fn deliver(&self) {
+        tell(&self.members, self.except, &self.line);
+    }
+}
+
 /// A room as `/list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomInfo {
@@ -112,6 +130,19 @@ pub struct RoomInfo {
     pub name: Arc<str>,
     /// How many are in it.
     pub members: usize,
+}
+
+/// An online user, as moderation finds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Their connection.
+    pub id: ClientId,
+    /// Their exact name.
+    pub name: Arc<str>,
+    /// Their address.
+    pub ip: IpAddr,
+    /// Their room; `None` is the lobby.
+    pub room: Option<Arc<str>>,
 }
 
 /// A user as `/who` shows them.
@@ -180,7 +211,7 @@ impl Registry {
     }
 
     /// Records a new connection, not named yet.
-    pub fn connect(&self, id: ClientId, outbox: Outbox, stream: Arc<TcpStream>) {
+    pub fn connect(&self, id: ClientId, outbox: Outbox, stream: Arc<TcpStream>, ip: IpAddr) {
         self.lock().clients.insert(
             id,
             Client {
@@ -188,6 +219,7 @@ impl Registry {
                 room: None,
                 outbox,
                 stream,
+                ip,
             },
         );
     }
@@ -217,7 +249,14 @@ impl Registry {
     /// out of the room it was in. The client receives a line saying where it is
     /// and the room's history; the rooms it left and entered are told.
     /// Returns the room's name.
-    pub fn enter(&self, id: ClientId, room: &str, how: Enter) -> Result<Arc<str>, RoomError> {
+    /// The announcements to the rooms are returned, for the caller to deliver
+    /// in order with the client's messages (see [`Announcement`]).
+    pub fn enter(
+        &self,
+        id: ClientId,
+        room: &str,
+        how: Enter,
+    ) -> Result<(Arc<str>, Vec<Announcement>), RoomError> {
         let key = names::fold(room);
         let mut inner = self.lock();
         let exists = inner.rooms.contains_key(&key);
@@ -269,26 +308,22 @@ impl Registry {
             }
             outbox.send(format::notice("end of recent messages"));
         }
-        let arrived = (count <= self.announce_limit).then(|| {
-            (
-                Arc::clone(&room.members),
-                format::notice(format_args!("{name} joined #{}", room.name)),
-            )
+        let arrived = (count <= self.announce_limit).then(|| Announcement {
+            members: Arc::clone(&room.members),
+            except: id,
+            line: format::notice(format_args!("{name} joined #{}", room.name)),
         });
         let room_name = Arc::clone(&room.name);
         if let Some(client) = inner.clients.get_mut(&id) {
             client.room = Some(key);
         }
         drop(inner);
-
-        for (members, line) in left.into_iter().chain(arrived) {
-            tell(&members, id, &line);
-        }
-        Ok(room_name)
+        Ok((room_name, left.into_iter().chain(arrived).collect()))
     }
 
-    /// Takes a client out of its room, back to the lobby. Returns the room left.
-    pub fn leave(&self, id: ClientId) -> Result<Arc<str>, RoomError> {
+    /// Takes a client out of its room, back to the lobby. Returns the room left
+    /// and the announcement to it.
+    pub fn leave(&self, id: ClientId) -> Result<(Arc<str>, Option<Announcement>), RoomError> {
         let mut inner = self.lock();
         let Some(client) = inner.clients.get(&id) else {
             return Err(RoomError::InLobby);
@@ -303,38 +338,28 @@ impl Registry {
             .get(&key)
             .map_or_else(|| key.as_str().into(), |r| Arc::clone(&r.name));
         drop(inner);
-        if let Some((members, line)) = left {
-            tell(&members, id, &line);
-        }
-        Ok(room_name)
+        Ok((room_name, left))
     }
 
     /// Removes the client from its room (if any) and returns who to tell.
-    fn leave_locked(
-        &self,
-        inner: &mut Inner,
-        id: ClientId,
-        name: &str,
-    ) -> Option<(Arc<Vec<Member>>, Arc<str>)> {
+    fn leave_locked(&self, inner: &mut Inner, id: ClientId, name: &str) -> Option<Announcement> {
         let key = inner.clients.get_mut(&id)?.room.take()?;
         let room = inner.rooms.get_mut(&key)?;
         Arc::make_mut(&mut room.members).retain(|m| m.id != id);
-        (room.members.len() < self.announce_limit).then(|| {
-            (
-                Arc::clone(&room.members),
-                format::notice(format_args!("{name} left #{}", room.name)),
-            )
+        (room.members.len() < self.announce_limit).then(|| Announcement {
+            members: Arc::clone(&room.members),
+            except: id,
+            line: format::notice(format_args!("{name} left #{}", room.name)),
         })
     }
 
-    /// Forgets a connection; its room is told that it left the chat.
-    /// Returns its name and the room it was in.
-    pub fn disconnect(&self, id: ClientId) -> Option<(Arc<str>, Option<Arc<str>>)> {
+    /// Forgets a connection. Returns the announcement that it left the chat,
+    /// for its room.
+    pub fn disconnect(&self, id: ClientId) -> Option<Announcement> {
         let mut inner = self.lock();
         let client = inner.clients.get(&id)?;
         let name = client.name.clone();
         let mut told = None;
-        let mut room_name = None;
         if let Some(name) = &name {
             if let Some(room) = client
                 .room
@@ -342,22 +367,18 @@ impl Registry {
                 .and_then(|key| inner.rooms.get_mut(&key))
             {
                 Arc::make_mut(&mut room.members).retain(|m| m.id != id);
-                room_name = Some(Arc::clone(&room.name));
                 if room.members.len() < self.announce_limit {
-                    told = Some((
-                        Arc::clone(&room.members),
-                        format::notice(format_args!("{name} left the chat")),
-                    ));
+                    told = Some(Announcement {
+                        members: Arc::clone(&room.members),
+                        except: id,
+                        line: format::notice(format_args!("{name} left the chat")),
+                    });
                 }
             }
             inner.names.remove(&names::fold(name));
         }
         inner.clients.remove(&id);
-        drop(inner);
-        if let Some((members, line)) = told {
-            tell(&members, id, &line);
-        }
-        name.map(|n| (n, room_name))
+        told
     }
 
     /// Records a message in its room's history and queues it to every member
@@ -387,6 +408,49 @@ impl Registry {
         let id = inner.names.get(&names::fold(name))?;
         let client = inner.clients.get(id)?;
         Some((client.name.clone()?, client.outbox.clone()))
+    }
+
+    /// The online user with this name (any case).
+    pub fn find_user(&self, name: &str) -> Option<Found> {
+        let inner = self.lock();
+        let id = *inner.names.get(&names::fold(name))?;
+        let client = inner.clients.get(&id)?;
+        Some(Found {
+            id,
+            name: client.name.clone()?,
+            ip: client.ip,
+            room: client
+                .room
+                .as_ref()
+                .and_then(|k| inner.rooms.get(k))
+                .map(|r| Arc::clone(&r.name)),
+        })
+    }
+
+    /// Sends `line` to a client, then ends its connection (kick, ban).
+    pub fn drop_client(&self, id: ClientId, line: Arc<str>) {
+        let found = self
+            .lock()
+            .clients
+            .get(&id)
+            .map(|c| (c.outbox.clone(), Arc::clone(&c.stream)));
+        if let Some((outbox, stream)) = found {
+            outbox.send(line);
+            outbox.close();
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// Tells everyone in `room` (the lobby: nobody).
+    pub fn tell_room(&self, room: &str, line: Arc<str>) {
+        let members = self
+            .lock()
+            .rooms
+            .get(&names::fold(room))
+            .map(|r| Arc::clone(&r.members));
+        if let Some(members) = members {
+            tell(&members, ClientId::MAX, &line);
+        }
     }
 
     /// The name of the room the client is in; `None` in the lobby.

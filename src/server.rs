@@ -4,21 +4,27 @@
 //! bound listener until the [`Shutdown`] is triggered, then tells every client,
 //! lets the store drain and flush, and returns.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
+use std::sync::{Arc, Mutex};
+
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::format;
 use crate::limits::{
     ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_POLL, READER_STACK, SHUTDOWN_GRACE,
 };
+use crate::limits::{LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_PER_IP};
+use crate::moderation::{Bans, LoginFailures, Mutes};
 use crate::registry::Registry;
 use crate::session;
 use crate::store::{Recovered, Request, Store, StoreError};
@@ -53,6 +59,79 @@ pub(crate) struct Context {
     pub(crate) guests: AtomicU64,
     /// Connections being served, counted from accept to the end of the thread.
     pub(crate) live: AtomicUsize,
+    /// Connections being served per address.
+    pub(crate) per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Who may log in; none means an open server.
+    pub(crate) accounts: Accounts,
+    /// Who may not.
+    pub(crate) bans: Bans,
+    /// Who may read but not talk.
+    pub(crate) mutes: Mutes,
+    /// Failed logins per address.
+    pub(crate) failures: LoginFailures,
+}
+
+/// One connection's place in the counts of [`Context`]; given back on drop,
+/// whichever way the connection ends.
+pub(crate) struct Slot {
+    context: Arc<Context>,
+    ip: IpAddr,
+}
+
+impl Slot {
+    fn take(context: &Arc<Context>, ip: IpAddr) -> Slot {
+        context.live.fetch_add(1, Ordering::AcqRel);
+        *context.lock_per_ip().entry(ip).or_insert(0) += 1;
+        Slot {
+            context: Arc::clone(context),
+            ip,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.context.live.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.context.lock_per_ip();
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Context {
+    fn lock_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why a new connection from `ip` must be turned away, if it must.
+    fn refusal(&self, ip: IpAddr) -> Option<String> {
+        if self.live.load(Ordering::Acquire) >= self.config.max_clients {
+            return Some("server full; try again later".into());
+        }
+        let max_per_ip = self.config.max_per_ip;
+        if max_per_ip > 0 && self.lock_per_ip().get(&ip).copied().unwrap_or(0) >= max_per_ip {
+            return Some(format!(
+                "too many connections from your address (at most {max_per_ip}); close one and try again"
+            ));
+        }
+        if let Some(left) = self.failures.blocked_for(ip, Instant::now()) {
+            return Some(format!(
+                "too many failed logins from your address; try again in {} minutes",
+                left.as_secs().div_ceil(60).max(1)
+            ));
+        }
+        // In an open server anyone can pick a new name, so a ban holds the address.
+        if !self.accounts.is_private().unwrap_or(true)
+            && let Ok(Some(ban)) = self.bans.of_ip(ip)
+        {
+            return Some(format!("you are banned from this server ({})", ban.name));
+        }
+        None
+    }
 }
 
 /// A server with its data read back, ready to serve.
@@ -103,12 +182,18 @@ impl Server {
             registry.ensure_room(room);
         }
         let (store_tx, store_thread) = store.spawn(Arc::clone(&registry))?;
+        let data_dir = config.data_dir.clone();
         let context = Arc::new(Context {
             config,
             registry: Arc::clone(&registry),
             store: store_tx,
             guests: AtomicU64::new(1),
             live: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            accounts: Accounts::open(&data_dir),
+            bans: Bans::open(&data_dir),
+            mutes: Mutes::default(),
+            failures: LoginFailures::new(LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW),
         });
         // Every client thread holds a clone; when all are dropped, all are done.
         let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
@@ -183,23 +268,19 @@ fn admit(
         return;
     }
     let _ = stream.set_nodelay(true);
-    if context.live.load(Ordering::Acquire) >= context.config.max_clients {
-        log::warn!(
-            "{addr} turned away: server full ({} clients)",
-            context.config.max_clients
-        );
-        refuse(stream, "server full; try again later");
+    if let Some(why) = context.refusal(addr.ip()) {
+        log::warn!("{addr} turned away: {why}");
+        refuse(stream, &why);
         return;
     }
-    context.live.fetch_add(1, Ordering::AcqRel);
+    let slot = Slot::take(context, addr.ip());
     let context_for_thread = Arc::clone(context);
     let alive = alive.clone();
     let spawned = thread::Builder::new()
         .name(format!("client-{thread}"))
         .stack_size(READER_STACK)
-        .spawn(move || session::serve(context_for_thread, stream, addr, thread, alive));
+        .spawn(move || session::serve(context_for_thread, stream, addr, thread, alive, slot));
     if let Err(e) = spawned {
-        context.live.fetch_sub(1, Ordering::AcqRel);
         log::warn!("{addr} turned away: cannot start a thread: {e}");
     }
 }

@@ -10,13 +10,19 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use crate::command::{self, Command, HELP};
+use std::time::Duration;
+
+use crate::accounts::Role;
+use crate::command::{self, ADMIN_HELP, Command, HELP};
 use crate::format;
 use crate::limits::LINGER;
-use crate::names::{self, NameError};
+use crate::limits::LOGIN_ATTEMPTS;
+use crate::moderation::{Ban, RateLimit, Verdict};
+use crate::names;
 use crate::outbox::Outbox;
-use crate::registry::{ClientId, Enter};
+use crate::registry::{Announcement, ClientId, Enter};
 use crate::server::Context;
+use crate::server::Slot;
 use crate::store::{EventRow, Request};
 use crate::wire::{Line, LineReader, sanitize};
 
@@ -28,6 +34,7 @@ pub(crate) fn serve(
     addr: SocketAddr,
     id: ClientId,
     alive: Sender<()>,
+    slot: Slot,
 ) {
     let stream = Arc::new(stream);
     let outbox = match Outbox::spawn(
@@ -38,14 +45,18 @@ pub(crate) fn serve(
         Ok(outbox) => outbox,
         Err(e) => {
             log::warn!("{addr} dropped: cannot start its writer: {e}");
-            context.live.fetch_sub(1, Ordering::AcqRel);
             return;
         }
     };
     context
         .registry
-        .connect(id, outbox.clone(), Arc::clone(&stream));
+        .connect(id, outbox.clone(), Arc::clone(&stream), addr.ip());
     log::info!("connect {} port {} thread {id}", addr.ip(), addr.port());
+    let limit = RateLimit::new(
+        context.config.rate,
+        f64::from(context.config.burst),
+        Instant::now(),
+    );
     let mut session = Session {
         context,
         stream,
@@ -53,7 +64,10 @@ pub(crate) fn serve(
         id,
         outbox,
         name: None,
+        role: Role::Member,
+        limit,
         gone: false,
+        _slot: slot,
         _alive: alive,
     };
     session.event("connect");
@@ -68,8 +82,12 @@ struct Session {
     id: ClientId,
     outbox: Outbox,
     name: Option<Arc<str>>,
+    role: Role,
+    /// Flood control of the lines after login.
+    limit: RateLimit,
     /// Already taken out of the registry (after `/quit`).
     gone: bool,
+    _slot: Slot,
     _alive: Sender<()>,
 }
 
@@ -96,7 +114,26 @@ impl Session {
             return;
         }
         loop {
-            let next = match reader.read_line() {
+            let line = reader.read_line();
+            if matches!(line, Ok(Some(_))) {
+                match self.limit.check(Instant::now()) {
+                    Verdict::Pass => {}
+                    Verdict::SlowDown => {
+                        self.error(format_args!(
+                            "slow down: at most {} lines a second; that line was not sent",
+                            self.context.config.rate
+                        ));
+                        continue;
+                    }
+                    Verdict::Flooding => {
+                        log::warn!("thread {}: dropped for flooding", self.id);
+                        self.event("flood");
+                        self.error("disconnected: flooding (too many lines too fast)");
+                        return;
+                    }
+                }
+            }
+            let next = match line {
                 Ok(Some(Line::Text(text))) => self.handle(&text),
                 Ok(Some(Line::TooLong)) => {
                     self.error(format_args!(
@@ -122,55 +159,133 @@ impl Session {
         }
     }
 
-    /// The name prompt. Returns false if the client left or took too long.
+    /// The name prompt (and the password prompt on a private server).
+    /// Returns false if the client left, took too long or failed too often.
     fn ask_name(&mut self, reader: &mut LineReader<&TcpStream>) -> bool {
         let timeout = self.context.config.name_timeout;
         let deadline = Instant::now() + timeout;
+        let mut failures = 0;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
-                return self.name_timed_out(timeout);
-            }
-            let refused = match reader.read_line() {
-                Ok(Some(Line::Text(text))) => match self.take_name(&text) {
-                    Ok(()) => return true,
-                    Err(e) => e.to_string(),
-                },
-                Ok(Some(Line::TooLong)) => NameError::TooLong.to_string(),
-                Ok(Some(Line::NotUtf8)) => "a name must be UTF-8 text".to_string(),
-                Ok(None) => return false,
-                Err(e) if is_timeout(&e) => return self.name_timed_out(timeout),
-                Err(_) => return false,
+            let typed = match self.read_login_line(reader, deadline) {
+                Ok(typed) => typed,
+                Err(end) => return self.login_ended(end, timeout),
+            };
+            let refused = match self.take_name(&typed, reader, deadline) {
+                Ok(()) => return true,
+                Err(Refusal::Say(why)) => why,
+                Err(Refusal::WrongPassword) => {
+                    failures += 1;
+                    if failures >= LOGIN_ATTEMPTS {
+                        self.error("wrong name or password; too many attempts, goodbye");
+                        return false;
+                    }
+                    "wrong name or password".to_string()
+                }
+                Err(Refusal::End(end)) => return self.login_ended(end, timeout),
             };
             self.error(refused);
             self.outbox.send(format::NAME_PROMPT.into());
         }
     }
 
-    fn name_timed_out(&self, timeout: std::time::Duration) -> bool {
-        self.error(format_args!(
-            "no name was given within {} seconds; reconnect to try again",
-            timeout.as_secs()
-        ));
+    /// Reads one line of the login, within the deadline.
+    fn read_login_line(
+        &self,
+        reader: &mut LineReader<&TcpStream>,
+        deadline: Instant,
+    ) -> Result<String, LoginEnd> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return Err(LoginEnd::TimedOut);
+            }
+            match reader.read_line() {
+                Ok(Some(Line::Text(text))) => return Ok(text),
+                Ok(Some(Line::TooLong)) => {
+                    self.error("that line is too long");
+                }
+                Ok(Some(Line::NotUtf8)) => {
+                    self.error("a name must be UTF-8 text");
+                }
+                Ok(None) => return Err(LoginEnd::Left),
+                Err(e) if is_timeout(&e) => return Err(LoginEnd::TimedOut),
+                Err(_) => return Err(LoginEnd::Left),
+            }
+        }
+    }
+
+    fn login_ended(&self, end: LoginEnd, timeout: std::time::Duration) -> bool {
+        if let LoginEnd::TimedOut = end {
+            self.error(format_args!(
+                "no name was given within {} seconds; reconnect to try again",
+                timeout.as_secs()
+            ));
+        }
         false
     }
 
-    /// Claims the typed name (or a guest name), then puts the user in the
-    /// default room.
-    fn take_name(&mut self, typed: &str) -> Result<(), NameError> {
+    /// Claims the typed name (or a guest name), checking the password on a
+    /// private server, then puts the user in the default room.
+    fn take_name(
+        &mut self,
+        typed: &str,
+        reader: &mut LineReader<&TcpStream>,
+        deadline: Instant,
+    ) -> Result<(), Refusal> {
         let clean = sanitize(typed);
         let wanted = clean.trim();
-        let registry = &self.context.registry;
-        let name = if wanted.is_empty() {
+        let context = Arc::clone(&self.context);
+        let registry = &context.registry;
+        let private = context.accounts.is_private().map_err(|e| {
+            log::error!("cannot read the accounts: {e}");
+            Refusal::Say("the server cannot check accounts right now; try again later".into())
+        })?;
+        let name = if private {
+            if wanted.is_empty() {
+                return Err(Refusal::Say(
+                    "this server is private: log in with your account name".into(),
+                ));
+            }
+            self.outbox.send(format::PASSWORD_PROMPT.into());
+            let password = self
+                .read_login_line(reader, deadline)
+                .map_err(Refusal::End)?;
+            let account = context.accounts.check(wanted, &password).map_err(|e| {
+                log::error!("cannot read the accounts: {e}");
+                Refusal::Say("the server cannot check accounts right now; try again later".into())
+            })?;
+            drop(password);
+            let Some(account) = account else {
+                self.login_failed(wanted);
+                return Err(Refusal::WrongPassword);
+            };
+            if let Ok(Some(ban)) = context.bans.of_name(&account.name) {
+                self.event_named("login-refused", &account.name);
+                self.error(format_args!(
+                    "you are banned from this server{}",
+                    because(&ban.reason)
+                ));
+                return Err(Refusal::End(LoginEnd::Left));
+            }
+            self.role = account.role;
+            registry
+                .claim_name(self.id, &account.name)
+                .map_err(|_| Refusal::Say(format!("{} is online already", account.name)))?
+        } else if wanted.is_empty() {
             loop {
-                let n = self.context.guests.fetch_add(1, Ordering::Relaxed);
+                let n = context.guests.fetch_add(1, Ordering::Relaxed);
                 if let Ok(name) = registry.claim_name(self.id, &format!("Guest{n}")) {
                     break name;
                 }
             }
         } else {
-            names::check_name(wanted)?;
-            registry.claim_name(self.id, wanted)?
+            names::check_name(wanted).map_err(|e| Refusal::Say(e.to_string()))?;
+            if let Ok(Some(_)) = context.bans.of_name(wanted) {
+                return Err(Refusal::Say(format!("the name {wanted} is banned here")));
+            }
+            registry
+                .claim_name(self.id, wanted)
+                .map_err(|e| Refusal::Say(e.to_string()))?
         };
         self.name = Some(Arc::clone(&name));
         log::info!(
@@ -183,17 +298,30 @@ impl Session {
         self.notice(format_args!(
             "hello {name}! type to chat, /help lists the commands"
         ));
-        match &self.context.config.default_room {
-            Some(room) => {
-                if let Err(e) = registry.enter(self.id, room, Enter::Join) {
-                    self.error(e);
-                }
-            }
+        match &context.config.default_room {
+            Some(room) => match registry.enter(self.id, room, Enter::Join) {
+                Ok((_, told)) => self.announce(told),
+                Err(e) => self.error(e),
+            },
             None => {
                 self.notice("you are in the lobby: /list shows the rooms, /join ROOM enters one")
             }
         }
         Ok(())
+    }
+
+    /// A wrong name or password: recorded, and answered only after a pause
+    /// that holds up nobody but this connection.
+    fn login_failed(&self, tried: &str) {
+        log::warn!(
+            "failed login {} port {} thread {} as {tried}",
+            self.addr.ip(),
+            self.addr.port(),
+            self.id
+        );
+        self.event_named("login-failed", tried);
+        self.context.failures.record(self.addr.ip(), Instant::now());
+        std::thread::sleep(self.context.config.login_delay);
     }
 
     /// Acts on one line from a named user.
@@ -210,7 +338,12 @@ impl Session {
             Command::Say(text) => self.say(text),
             Command::Help => {
                 self.notice("commands:");
-                for (usage, what) in HELP {
+                let admin = if self.role == Role::Admin {
+                    ADMIN_HELP
+                } else {
+                    &[]
+                };
+                for (usage, what) in HELP.iter().chain(admin) {
                     self.notice(format_args!("  {usage:<16} {what}"));
                 }
             }
@@ -234,19 +367,27 @@ impl Session {
                 match names::room_name(room) {
                     Err(e) => self.error(e),
                     Ok(room) => match registry.enter(self.id, room, how) {
-                        Ok(room) if how == Enter::Create => {
-                            let creator = self.name.clone().unwrap_or_else(|| "?".into());
-                            let _ = self.context.store.send(Request::RoomCreated { room, creator });
+                        Ok((room, told)) => {
+                            if how == Enter::Create {
+                                let creator = self.name.clone().unwrap_or_else(|| "?".into());
+                                let _ = self
+                                    .context
+                                    .store
+                                    .send(Request::RoomCreated { room, creator });
+                            }
+                            self.announce(told);
                         }
-                        Ok(_) => {}
                         Err(e) => self.error(e),
                     },
                 }
             }
             Command::Leave => match registry.leave(self.id) {
-                Ok(room) => self.notice(format_args!(
+                Ok((room, told)) => {
+                    self.announce(told);
+                    self.notice(format_args!(
                     "you left #{room} and are in the lobby: /list shows the rooms, /join ROOM enters one"
-                )),
+                ))
+                }
                 Err(e) => self.error(e),
             },
             Command::Who => {
@@ -264,8 +405,141 @@ impl Session {
                 self.quit();
                 return Next::Quit;
             }
+            Command::Kick { .. }
+            | Command::Ban { .. }
+            | Command::Unban(_)
+            | Command::Mute { .. }
+            | Command::Unmute(_) => {
+                if self.role != Role::Admin {
+                    self.error("only admins can do that");
+                } else if let Err(why) = self.moderate(command) {
+                    self.error(why);
+                }
+            }
         }
         Next::Continue
+    }
+
+    /// An admin's kick, ban, unban, mute or unmute: done, announced to the
+    /// room, and recorded in `data.csv` with who did it.
+    fn moderate(&self, command: Command<'_>) -> Result<(), String> {
+        let context = &self.context;
+        let me = self.name.clone().unwrap_or_else(|| "?".into());
+        let target_name = match command {
+            Command::Kick { name, .. }
+            | Command::Ban { name, .. }
+            | Command::Unban(name)
+            | Command::Mute { name, .. }
+            | Command::Unmute(name) => sanitize(name),
+            _ => return Ok(()),
+        };
+        let online = context.registry.find_user(&target_name);
+        if online.as_ref().is_some_and(|f| f.id == self.id) {
+            return Err("you cannot do that to yourself".into());
+        }
+        let shown = online
+            .as_ref()
+            .map_or_else(|| target_name.clone(), |f| f.name.to_string());
+        let (announcement, record) = match command {
+            Command::Kick { reason, .. } => {
+                let found = online.as_ref().ok_or_else(|| {
+                    format!("nobody named {target_name} is online; /who lists who is")
+                })?;
+                let reason = sanitize(reason);
+                context.registry.drop_client(
+                    found.id,
+                    format::error(format_args!("you were kicked by {me}{}", because(&reason))),
+                );
+                (
+                    format!("{shown} was kicked by {me}{}", because(&reason)),
+                    format!("kick {shown} {reason}"),
+                )
+            }
+            Command::Ban { reason, .. } => {
+                let reason = sanitize(reason);
+                let ban = Ban {
+                    timestamp: format::file_time(&chrono::Local::now()),
+                    name: shown.clone(),
+                    ip: online
+                        .as_ref()
+                        .map(|f| f.ip.to_string())
+                        .unwrap_or_default(),
+                    by: me.to_string(),
+                    reason: reason.clone(),
+                };
+                context.bans.add(ban).map_err(|e| {
+                    log::error!("cannot save the ban: {e}");
+                    "the ban could not be saved; try again".to_string()
+                })?;
+                if let Some(found) = &online {
+                    context.registry.drop_client(
+                        found.id,
+                        format::error(format_args!("you were banned by {me}{}", because(&reason))),
+                    );
+                }
+                (
+                    format!("{shown} was banned by {me}{}", because(&reason)),
+                    format!("ban {shown} {reason}"),
+                )
+            }
+            Command::Unban(_) => {
+                let lifted = context.bans.remove(&target_name).map_err(|e| {
+                    log::error!("cannot save the bans: {e}");
+                    "the ban could not be lifted; try again".to_string()
+                })?;
+                if !lifted {
+                    return Err(format!("{target_name} is not banned"));
+                }
+                (
+                    format!("{shown} was unbanned by {me}"),
+                    format!("unban {shown}"),
+                )
+            }
+            Command::Mute { minutes, .. } => {
+                let until =
+                    minutes.map(|m| Instant::now() + Duration::from_secs(u64::from(m) * 60));
+                context.mutes.mute(&shown, until);
+                let how_long = minutes.map_or_else(
+                    || " until unmuted".to_string(),
+                    |m| format!(" for {m} minute{}", if m == 1 { "" } else { "s" }),
+                );
+                (
+                    format!("{shown} was muted by {me}{how_long}"),
+                    format!(
+                        "mute {shown} {}",
+                        minutes.map_or_else(String::new, |m| m.to_string())
+                    ),
+                )
+            }
+            Command::Unmute(_) => {
+                if !context.mutes.unmute(&shown) {
+                    return Err(format!("{shown} is not muted"));
+                }
+                (
+                    format!("{shown} was unmuted by {me}"),
+                    format!("unmute {shown}"),
+                )
+            }
+            _ => return Ok(()),
+        };
+        log::info!("{announcement}");
+        self.event_named(record.trim_end().to_string(), &me);
+        let line = format::notice(announcement);
+        let target_room = online.and_then(|f| f.room);
+        let my_room = context.registry.room_of(self.id);
+        if let Some(room) = &target_room {
+            context.registry.tell_room(room, Arc::clone(&line));
+        }
+        match my_room {
+            Some(room) if target_room.as_deref() != Some(&*room) => {
+                context.registry.tell_room(&room, line)
+            }
+            Some(_) => {}
+            None => {
+                self.outbox.send(line);
+            }
+        }
+        Ok(())
     }
 
     fn say(&self, text: &str) {
@@ -280,6 +554,10 @@ impl Session {
         let Some(sender) = self.name.clone() else {
             return;
         };
+        if self.context.mutes.is_muted(&sender, Instant::now()) {
+            self.error("you are muted: you can read, but what you send to a room is refused");
+            return;
+        }
         let _ = self.context.store.send(Request::Say {
             room,
             sender,
@@ -358,7 +636,22 @@ impl Session {
 
     fn leave_registry(&mut self) {
         if !std::mem::replace(&mut self.gone, true) {
-            self.context.registry.disconnect(self.id);
+            let told = self.context.registry.disconnect(self.id);
+            self.announce(told);
+        }
+    }
+
+    /// Passes announcements through the store, so that they reach each room
+    /// after this user's earlier messages.
+    fn announce(&self, told: impl IntoIterator<Item = Announcement>) {
+        let told: Vec<Announcement> = told.into_iter().collect();
+        if told.is_empty() {
+            return;
+        }
+        if let Err(unsent) = self.context.store.send(Request::Announce(told))
+            && let Request::Announce(told) = unsent.0
+        {
+            told.iter().for_each(Announcement::deliver);
         }
     }
 
@@ -372,13 +665,18 @@ impl Session {
 
     /// Records a connection event in `data.csv`.
     fn event(&self, event: &'static str) {
+        self.event_named(event, self.name.as_deref().unwrap_or(""));
+    }
+
+    /// Records an event in `data.csv` under a given name (never a password).
+    fn event_named(&self, event: impl Into<String>, name: &str) {
         let _ = self.context.store.send(Request::Event(EventRow {
             timestamp: String::new(),
             ip: self.addr.ip().to_string(),
             port: self.addr.port(),
             thread: self.id,
-            name: self.name.as_deref().unwrap_or("").to_string(),
-            event,
+            name: name.to_string(),
+            event: event.into(),
         }));
     }
 }
@@ -395,7 +693,33 @@ impl Drop for Session {
             self.id,
             self.name.as_deref().unwrap_or("(no name)")
         );
-        self.context.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How a login ended without a user.
+enum LoginEnd {
+    /// The client closed the connection or reading failed.
+    Left,
+    /// The name timeout passed.
+    TimedOut,
+}
+
+/// Why a name was not taken.
+enum Refusal {
+    /// Say why and ask again.
+    Say(String),
+    /// Wrong name or password: counts as a failure.
+    WrongPassword,
+    /// The connection ends.
+    End(LoginEnd),
+}
+
+/// ` (reason)` or nothing.
+fn because(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
     }
 }
 

@@ -23,7 +23,7 @@ use crate::format;
 use crate::limits::STORE_BATCH;
 use crate::names;
 use crate::outbox::Outbox;
-use crate::registry::{ClientId, Registry};
+use crate::registry::{Announcement, ClientId, Registry};
 
 /// Columns of `messages.csv`.
 pub const MESSAGE_COLUMNS: [&str; 6] = ["id", "timestamp", "room", "sender", "recipient", "text"];
@@ -72,8 +72,9 @@ pub struct EventRow {
     pub thread: u64,
     /// The user's name, once known.
     pub name: String,
-    /// `connect`, `login` or `disconnect`.
-    pub event: &'static str,
+    /// `connect`, `login`, `disconnect`, `login-failed`, `login-refused`,
+    /// `flood`, or a moderation act with its target (`kick NAME reason`).
+    pub event: String,
 }
 
 /// A row of `rooms.csv`.
@@ -122,6 +123,8 @@ pub enum Request {
         /// Who made it.
         creator: Arc<str>,
     },
+    /// Announcements to rooms, after everything asked before.
+    Announce(Vec<Announcement>),
     /// Lines for one client after everything asked before (the goodbye of
     /// `/quit` comes after the echo of its last message); then maybe close.
     Then {
@@ -330,7 +333,7 @@ impl Store {
                     room,
                     creator,
                 }),
-                Request::Then { .. } => Ok(()),
+                Request::Then { .. } | Request::Announce(_) => Ok(()),
             };
             lines.push(line);
             if result.is_ok() {
@@ -402,6 +405,11 @@ fn deliver(
             }
             if close {
                 outbox.close();
+            }
+        }
+        Request::Announce(announcements) => {
+            for announcement in &announcements {
+                announcement.deliver();
             }
         }
         Request::Event(_) | Request::RoomCreated { .. } => {}

@@ -113,7 +113,7 @@ fn a_client_that_never_sends_a_name_is_disconnected_after_the_timeout() {
 
 #[test]
 fn a_client_that_stops_reading_is_dropped_and_nobody_else_slows_down() {
-    let (_dir, server) = server(&["--history", "5", "--max-line", "65536"]);
+    let (_dir, server) = server(&["--history", "5", "--max-line", "65536", "--rate", "0"]);
     let stalled = server.join("stalled");
     let alice = server.join("alice");
     let mut bob = server.join("bob");
@@ -207,7 +207,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 #[test]
 fn running_out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir.path(), &[], |command| {
+    let server = TestServer::start_with(dir.path(), &["--max-per-ip", "0"], |command| {
         // SAFETY: setrlimit is async-signal-safe; it runs in the child only.
         unsafe {
             command.pre_exec(|| {

@@ -50,7 +50,8 @@ fn three_clients_chat_and_everyone_sees_every_line_including_their_own() {
 
 #[test]
 fn messages_sent_at_once_arrive_in_the_same_order_everywhere_and_in_the_file() {
-    let (_dir, server) = server();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--rate", "0"]);
     let names = ["ann", "ben", "cid", "dot"];
     let clients: Vec<_> = names.iter().map(|n| server.join(n)).collect();
     let per_sender = 100;

@@ -73,7 +73,7 @@ fn history_rooms_and_ids_carry_on_after_a_restart() {
 #[test]
 fn kill_9_loses_nothing_any_client_was_shown_and_the_restart_repairs_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(dir.path(), &[]);
+    let mut server = TestServer::start(dir.path(), &["--rate", "0"]);
     let mut watcher = server.join("watcher");
     let senders: Vec<_> = (0..3)
         .map(|n| {
@@ -129,7 +129,7 @@ fn kill_9_loses_nothing_any_client_was_shown_and_the_restart_repairs_the_file() 
 #[test]
 fn sigterm_tells_the_clients_writes_everything_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(dir.path(), &[]);
+    let mut server = TestServer::start(dir.path(), &["--rate", "0"]);
     let mut alice = server.join("alice");
     let mut lurker = server.connect_raw(); // never names itself
     for i in 0..200 {

@@ -1,35 +1,46 @@
 //! `server`: the chat server. Parses flags, opens the data directory, binds,
-//! and serves until Ctrl-C or SIGTERM.
+//! and serves until Ctrl-C or SIGTERM. Its subcommands manage accounts and
+//! bans in the same data directory, also while a server runs.
 
+use std::io::{BufRead, IsTerminal};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
+use chatroom::accounts::{Accounts, Role};
 use chatroom::config::Config;
 use chatroom::limits;
+use chatroom::moderation::{Ban, Bans};
 use chatroom::names;
 use chatroom::server::{Server, Shutdown};
 
 /// A self-hosted chat server: rooms, history, whispers; every message kept in
-/// messages.csv and every connection in data.csv.
+/// messages.csv and every connection in data.csv. With accounts (see
+/// add-user) it is private: only accounts can log in.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Tool>,
+    /// Directory of messages.csv, data.csv, rooms.csv, accounts.csv and
+    /// bans.csv (created if missing).
+    #[arg(long, default_value = ".", global = true)]
+    data_dir: PathBuf,
     /// Address to listen on. Anything but loopback is reachable from the network.
     #[arg(long, default_value = limits::DEFAULT_HOST)]
     host: String,
     /// Port to listen on; 0 takes a free one (the real port is printed).
     #[arg(long, default_value_t = limits::DEFAULT_PORT)]
     port: u16,
-    /// Directory of messages.csv, data.csv and rooms.csv (created if missing).
-    #[arg(long, default_value = ".")]
-    data_dir: PathBuf,
     /// Connections served at once; more get "! server full".
     #[arg(long, default_value_t = limits::DEFAULT_MAX_CLIENTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     max_clients: u64,
+    /// Connections from one address at once; 0 means no limit.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_PER_IP)]
+    max_per_ip: usize,
     /// Messages of a room replayed to whoever joins it.
     #[arg(long, default_value_t = limits::DEFAULT_HISTORY)]
     history: usize,
@@ -42,14 +53,83 @@ struct Args {
     /// Rooms with more members than this do not announce joins and leaves.
     #[arg(long, default_value_t = limits::DEFAULT_ANNOUNCE_LIMIT)]
     announce_limit: usize,
-    /// Seconds a new connection has to send its name.
+    /// Seconds a new connection has to send its name (and password).
     #[arg(long, default_value_t = limits::DEFAULT_NAME_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     name_timeout: u64,
+    /// Lines a second each client may send (flood control); 0 turns it off.
+    #[arg(long, default_value_t = limits::DEFAULT_RATE, value_parser = non_negative)]
+    rate: f64,
+    /// Lines a client may send in a burst before --rate applies.
+    #[arg(long, default_value_t = limits::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    burst: u32,
+    /// Milliseconds before a failed login is answered.
+    #[arg(long, default_value_t = limits::DEFAULT_LOGIN_DELAY.as_millis() as u64)]
+    login_delay_ms: u64,
+}
+
+/// Managing accounts and bans.
+#[derive(Subcommand, Debug)]
+enum Tool {
+    /// Adds an account; the password is read from the terminal without echo,
+    /// or from stdin when piped. The first account makes the server private.
+    AddUser {
+        /// The login name.
+        name: String,
+        /// Make the account an admin (may kick, ban and mute).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Removes an account.
+    RemoveUser {
+        /// The login name.
+        name: String,
+    },
+    /// Sets a new password (read like add-user's).
+    Passwd {
+        /// The login name.
+        name: String,
+    },
+    /// Lists the accounts (never their passwords or hashes).
+    ListUsers,
+    /// Bans a name (and an address, if given) from the server.
+    Ban {
+        /// The name.
+        name: String,
+        /// An address to ban with it.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lifts a ban.
+    Unban {
+        /// The name.
+        name: String,
+    },
+    /// Lists the bans.
+    ListBans,
+}
+
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err("expected a number, 0 or more".into()),
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     chatroom::logging::init();
+    if let Some(tool) = args.command {
+        return match run_tool(tool, &args.data_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let default_room = match args.default_room.as_str() {
         "" => None,
         typed => match names::room_name(typed) {
@@ -68,6 +148,23 @@ fn main() -> ExitCode {
         max_line: args.max_line as usize,
         announce_limit: args.announce_limit,
         name_timeout: Duration::from_secs(args.name_timeout),
+        rate: args.rate,
+        burst: args.burst,
+        max_per_ip: args.max_per_ip,
+        login_delay: Duration::from_millis(args.login_delay_ms),
+    };
+    serve(config, &args.host, args.port)
+}
+
+fn serve(config: Config, host: &str, port: u16) -> ExitCode {
+    let listener = match TcpListener::bind((host, port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {host}:{port}: {e} (is another server running there? choose another --port or --host)"
+            );
+            return ExitCode::FAILURE;
+        }
     };
     match limits::raise_open_files_limit() {
         Ok(files) if files < config.max_clients as u64 + 64 => log::warn!(
@@ -77,17 +174,6 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
-
-    let listener = match TcpListener::bind((args.host.as_str(), args.port)) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!(
-                "error: cannot listen on {}:{}: {e} (is another server running there? choose another --port or --host)",
-                args.host, args.port
-            );
-            return ExitCode::FAILURE;
-        }
-    };
     let server = match Server::open(config) {
         Ok(server) => server,
         Err(e) => {
@@ -104,7 +190,7 @@ fn main() -> ExitCode {
     };
     if !local.ip().is_loopback() {
         eprintln!(
-            "warning: listening on {local}, which is reachable from the network: anyone who can reach it can join and chat"
+            "warning: listening on {local}, which is reachable from the network: anyone who can reach it can connect (add accounts with `server add-user` to make it private)"
         );
     }
     let shutdown = Shutdown::new();
@@ -130,4 +216,101 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_tool(tool: Tool, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot use data directory {}: {e}", dir.display()))?;
+    }
+    let accounts = Accounts::open(dir);
+    let bans = Bans::open(dir);
+    match tool {
+        Tool::AddUser { name, admin } => {
+            let role = if admin { Role::Admin } else { Role::Member };
+            let password = read_new_password(&name)?;
+            accounts.add(&name, &password, role)?;
+            println!("added {role} {name}");
+        }
+        Tool::RemoveUser { name } => {
+            accounts.remove(&name)?;
+            println!("removed {name}");
+        }
+        Tool::Passwd { name } => {
+            if accounts.find(&name)?.is_none() {
+                return Err(format!("there is no account named {name}").into());
+            }
+            let password = read_new_password(&name)?;
+            accounts.set_password(&name, &password)?;
+            println!("changed the password of {name}");
+        }
+        Tool::ListUsers => {
+            let list = accounts.list()?;
+            if list.is_empty() {
+                println!("no accounts: the server is open to anyone");
+            }
+            for account in list.iter() {
+                println!(
+                    "{:<32} {:<6} created {}",
+                    account.name, account.role, account.created
+                );
+            }
+        }
+        Tool::Ban { name, ip, reason } => {
+            bans.add(Ban {
+                timestamp: chatroom::format::file_time(&chrono::Local::now()),
+                name: name.clone(),
+                ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                by: "server".into(),
+                reason,
+            })?;
+            println!("banned {name}");
+        }
+        Tool::Unban { name } => {
+            if !bans.remove(&name)? {
+                return Err(format!("{name} is not banned").into());
+            }
+            println!("unbanned {name}");
+        }
+        Tool::ListBans => {
+            for ban in bans.list()? {
+                println!(
+                    "{:<32} {:<15} by {} at {}{}",
+                    ban.name,
+                    if ban.ip.is_empty() { "-" } else { &ban.ip },
+                    ban.by,
+                    ban.timestamp,
+                    if ban.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", ban.reason)
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A new password: asked twice on a terminal, without echo; one line of stdin
+/// when piped.
+fn read_new_password(name: &str) -> Result<String, Box<dyn std::error::Error>> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {name}: "))?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            return Err("the two passwords differ; nothing was changed".into());
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(
+            "no password on stdin; pipe one line, e.g. `echo PASSWORD | server add-user NAME`"
+                .into(),
+        );
+    }
+    Ok(password)
 }
