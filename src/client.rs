@@ -437,11 +437,14 @@ impl Session {
 ///    interleave.
 /// 2. After the write half is shut down nothing more is sent, and asking
 ///    again is harmless.
-/// 3. Never panics; a poisoned lock is recovered.
+/// 3. [`Uplink::leave`] sends `/quit` only once the server has accepted a
+///    name: before that, `/quit` would be taken as a name and refused.
+/// 4. Never panics; a poisoned lock is recovered.
 #[derive(Debug)]
 struct Uplink {
     stream: Mutex<TcpStream>,
     shut: AtomicBool,
+    named: AtomicBool,
 }
 
 impl Uplink {
@@ -449,7 +452,13 @@ impl Uplink {
         Self {
             stream: Mutex::new(stream),
             shut: AtomicBool::new(false),
+            named: AtomicBool::new(false),
         }
+    }
+
+    /// Notes that the server has accepted a name.
+    fn mark_named(&self) {
+        self.named.store(true, Ordering::SeqCst);
     }
 
     /// Sends one line; the `\n` is added here.
@@ -474,11 +483,14 @@ impl Uplink {
         }
     }
 
-    /// Asks the server to end the session: `/quit`, then the end of the
-    /// stream, so that even a server that has not taken a name yet closes.
-    /// A failure is not reported: the connection is ending anyway.
+    /// Asks the server to end the session: `/quit` if a name has been
+    /// accepted, then the end of the stream, which also ends a session still
+    /// at the name prompt. A failure is not reported: the connection is
+    /// ending anyway.
     fn leave(&self) {
-        if let Err(e) = self.send_line(b"/quit") {
+        if self.named.load(Ordering::SeqCst)
+            && let Err(e) = self.send_line(b"/quit")
+        {
             log::debug!("sending /quit: {e}");
         }
         self.shut_write();
@@ -491,8 +503,7 @@ enum Screen {
     Plain(io::Stdout),
     /// The terminal, above the line being typed (terminal mode).
     Terminal {
-        printer: Box<dyn ExternalPrinter + Send>,
-        names: NameWatch,
+        printer: Printer,
         /// Tells the input thread when to ask for a name; dropped with the
         /// screen, which tells it that the server is gone.
         news: Sender<NameNews>,
@@ -500,19 +511,17 @@ enum Screen {
 }
 
 impl Screen {
-    /// Shows one line (already sanitised).
-    fn show(&mut self, line: &str) -> io::Result<()> {
+    /// Shows one line (already sanitised), with what it says about the
+    /// name exchange.
+    fn show(&mut self, line: &str, seen: Option<NameNews>) -> io::Result<()> {
         match self {
             Self::Plain(stdout) => write_line(stdout, line),
-            Self::Terminal {
-                printer,
-                names,
-                news,
-            } => {
-                let seen = names.observe(line);
+            Self::Terminal { printer, news } => {
                 // The server's `Name:` is replaced by the local name prompt.
+                // With its `\n`: while no line is being edited, the printer
+                // writes the text as it is.
                 if seen != Some(NameNews::Asked)
-                    && let Err(e) = printer.print(line.to_owned())
+                    && let Err(e) = printer.print(format!("{line}\n"))
                 {
                     log::debug!("external printer failed ({e}); writing directly");
                     write_line(&mut io::stdout(), line)?;
@@ -551,19 +560,25 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
 
 /// The reader thread: shows every line the server sends, then reports how
 /// the connection ended.
-fn read_server(stream: TcpStream, mut screen: Screen, events: Sender<Event>) {
+fn read_server(stream: TcpStream, mut screen: Screen, uplink: &Uplink, events: &Sender<Event>) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
+    let mut names = NameWatch::default();
     let mut showing = true;
     let end = loop {
         match read_piece(&mut reader, &mut buf) {
             Ok(false) => break ConnectionEnd::Closed,
             Ok(true) => {
+                let text = String::from_utf8_lossy(trim_line_end(&buf));
+                let text = sanitise(&text);
+                let seen = names.observe(&text);
+                if seen == Some(NameNews::Accepted) {
+                    uplink.mark_named();
+                }
                 if !showing {
                     continue;
                 }
-                let text = String::from_utf8_lossy(trim_line_end(&buf));
-                if let Err(e) = screen.show(&sanitise(&text)) {
+                if let Err(e) = screen.show(&text, seen) {
                     log::debug!("standard output failed: {e}");
                     // Keep reading, so that the end of the connection is
                     // still seen and reported.
@@ -601,7 +616,12 @@ fn read_stdin(uplink: &Uplink, events: &Sender<Event>) {
                     Typed::Clear => {}
                     Typed::Quit => {
                         let _ = events.send(Event::Left);
-                        uplink.leave();
+                        // Sent as typed, even if the reply to the name has
+                        // not been read yet: a script's lines keep their order.
+                        if let Err(e) = uplink.send_line(line) {
+                            log::debug!("sending {:?}: {e}", String::from_utf8_lossy(line));
+                        }
+                        uplink.shut_write();
                         return;
                     }
                     Typed::Send => {
@@ -859,7 +879,8 @@ pub fn run(options: &Options) -> Result<(), ClientError> {
 
     let screen = Screen::Plain(io::stdout());
     let reader_events = events_tx.clone();
-    thread::spawn(move || read_server(read_half, screen, reader_events));
+    let reader_uplink = Arc::clone(&uplink);
+    thread::spawn(move || read_server(read_half, screen, &reader_uplink, &reader_events));
     if let Some(name) = &options.name
         && let Err(e) = uplink.send_line(name.as_bytes())
     {
@@ -906,11 +927,11 @@ fn run_terminal(
     let (news_tx, news) = crossbeam_channel::unbounded();
     let screen = Screen::Terminal {
         printer,
-        names: NameWatch::default(),
         news: news_tx,
     };
     let reader_events = events_tx.clone();
-    thread::spawn(move || read_server(read_half, screen, reader_events));
+    let reader_uplink = Arc::clone(uplink);
+    thread::spawn(move || read_server(read_half, screen, &reader_uplink, &reader_events));
 
     let mut answered = 0;
     if let Some(name) = &options.name {
