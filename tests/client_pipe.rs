@@ -360,6 +360,27 @@ fn ctrl_c_leaves_cleanly() -> TestResult {
 }
 
 #[test]
+fn ctrl_c_at_the_name_prompt_leaves_without_sending_a_name() -> TestResult {
+    let port = start_fake_server()?;
+    let mut client = start_client_keeping_stdin(&["--port", &port.to_string()], "")?;
+    wait_for_line(&client.lines, "Name:")?;
+    let pid = i32::try_from(client.child.id())?;
+    // SAFETY: sends SIGINT to the child this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let status = wait_bounded(&mut client.child)?;
+    drop(client.stdin);
+    let stderr = client.stderr.recv_timeout(EXIT_LIMIT)?;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(stderr, "");
+    // `/quit` would have been taken as a name.
+    let rest: Vec<String> = client.lines.try_iter().collect();
+    assert!(!rest.iter().any(|line| line.contains("hello")), "{rest:?}");
+    Ok(())
+}
+
+#[test]
 fn closed_output_leaves_quietly() -> TestResult {
     let port = start_fake_server()?;
     let mut child = spawn_client(&["--port", &port.to_string()])?;
