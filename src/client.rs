@@ -20,12 +20,20 @@
 //!   session.
 //!
 //! # Threads
-//! - the **reader** reads the server's lines and shows them on the [`Screen`];
+//! - the **reader** reads the server's lines and shows them on the `Screen`;
 //! - the **input** thread reads what the user types and sends it through the
-//!   [`Uplink`];
-//! - the **supervisor** (the caller of [`run`]) waits for the [`Event`]s of
-//!   both, and of Ctrl-C, and lets a [`Session`] decide when and how the
+//!   `Uplink`;
+//! - the **supervisor** (the caller of [`run`]) waits for the `Event`s of
+//!   both, and of Ctrl-C, and lets a `Session` decide when and how the
 //!   program ends.
+//!
+//! # Leaving
+//! `/quit`, Ctrl-D and Ctrl-C (also SIGTERM and SIGHUP) send `/quit` (only
+//! once a name was accepted) and shut down the write half, then wait up to
+//! [`LEAVE_GRACE`] for the server to close: exit 0. The end of piped input
+//! shuts down the write half and waits for the server without a time limit:
+//! exit 0. The server closing first, or a read or send failure, is a lost
+//! connection: one line on stderr, exit 1.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -326,10 +334,12 @@ enum ConnectionEnd {
 enum Event {
     /// The reader has shown every line and the connection has ended.
     ServerClosed(ConnectionEnd),
-    /// The user asked to leave (`/quit`, Ctrl-D, Ctrl-C in the line editor);
-    /// the request has been sent.
+    /// The user asked to leave (`/quit`, Ctrl-D, Ctrl-C in the line editor).
+    /// Sent just before the request goes out, so that it arrives before the
+    /// server's answer.
     Left,
-    /// Standard input ended without `/quit`; the write half is shut down.
+    /// Standard input ended without `/quit`. Sent just before the write
+    /// half is shut down.
     InputEnded,
     /// Ctrl-C, SIGTERM or SIGHUP outside the line editor.
     Interrupted,
@@ -337,7 +347,7 @@ enum Event {
     OutputClosed,
     /// A line could not be sent.
     SendFailed(io::Error),
-    /// The input side failed; it has already asked the server to end the session.
+    /// The input side failed; it then asks the server to end the session.
     Failed(ClientError),
 }
 
@@ -839,11 +849,8 @@ fn supervise(
 /// input ended and the server closed), an error when the server could not be
 /// reached or the connection was lost.
 pub fn run(options: &Options) -> Result<(), ClientError> {
-    let (events_tx, events) = crossbeam_channel::unbounded();
-    // Before connecting, so that Ctrl-C during a slow connect is handled too
-    // (by leaving with the default behaviour of an interrupted program).
-    let interrupts = watch_interrupts(events_tx.clone());
     let stream = connect(options)?;
+    let address = address(&options.host, options.port);
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("TCP_NODELAY: {e}");
     }
@@ -851,102 +858,122 @@ pub fn run(options: &Options) -> Result<(), ClientError> {
         log::debug!("write timeout: {e}");
     }
     let read_half = stream.try_clone().map_err(|e| ClientError::Lost {
-        address: address(&options.host, options.port),
+        address: address.clone(),
         reason: LostReason::Read(e),
     })?;
-    let uplink = Arc::new(Uplink::new(stream));
-    let mut session = Session::new(address(&options.host, options.port));
-
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    // Once connected: Ctrl-C during the connect keeps its usual meaning
+    // (stop the program now); from here on it means "leave the chat".
+    let interrupts = watch_interrupts(events_tx.clone());
+    let link = Link {
+        session: Session::new(address),
+        events_tx,
+        events,
+        uplink: Arc::new(Uplink::new(stream)),
+        interrupts,
+    };
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
-        match terminal_editor() {
-            Ok((editor, printer, barrier)) => {
-                return run_terminal(
-                    options,
-                    &mut session,
-                    &events_tx,
-                    &events,
-                    &uplink,
-                    read_half,
-                    editor,
-                    printer,
-                    barrier,
-                    interrupts,
-                );
-            }
+        match LineEditor::new() {
+            Ok(line_editor) => return run_terminal(link, read_half, options, line_editor),
             Err(e) => log::debug!("no line editing ({e}); reading lines as from a pipe"),
         }
     }
+    run_pipe(link, read_half, options)
+}
 
-    let screen = Screen::Plain(io::stdout());
-    let reader_events = events_tx.clone();
-    let reader_uplink = Arc::clone(&uplink);
-    thread::spawn(move || read_server(read_half, screen, &reader_uplink, &reader_events));
-    if let Some(name) = &options.name
-        && let Err(e) = uplink.send_line(name.as_bytes())
-    {
-        let _ = events_tx.send(Event::SendFailed(e));
+/// What both modes share once the connection is open.
+struct Link {
+    session: Session,
+    events_tx: Sender<Event>,
+    events: Receiver<Event>,
+    uplink: Arc<Uplink>,
+    /// Whether our Ctrl-C handler is in place.
+    interrupts: bool,
+}
+
+impl Link {
+    /// Starts the reader thread on the read half of the connection.
+    fn start_reader(&self, read_half: TcpStream, screen: Screen) {
+        let uplink = Arc::clone(&self.uplink);
+        let events = self.events_tx.clone();
+        thread::spawn(move || read_server(read_half, screen, &uplink, &events));
     }
-    let input_uplink = Arc::clone(&uplink);
-    let input_events = events_tx.clone();
+
+    /// Sends `--name`, if given, without waiting for the prompt (the contract
+    /// allows it). Returns whether a name was sent.
+    fn send_name(&self, options: &Options) -> bool {
+        let Some(name) = &options.name else {
+            return false;
+        };
+        match self.uplink.send_line(name.as_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = self.events_tx.send(Event::SendFailed(e));
+                false
+            }
+        }
+    }
+}
+
+fn run_pipe(mut link: Link, read_half: TcpStream, options: &Options) -> Result<(), ClientError> {
+    link.start_reader(read_half, Screen::Plain(io::stdout()));
+    link.send_name(options);
+    let uplink = Arc::clone(&link.uplink);
+    let events = link.events_tx.clone();
     // Not joined: it may be blocked reading stdin when the session ends.
-    thread::spawn(move || read_stdin(&input_uplink, &input_events));
-    drop(events_tx);
-    supervise(&mut session, &events, &uplink)
+    thread::spawn(move || read_stdin(&uplink, &events));
+    supervise(&mut link.session, &link.events, &link.uplink)
 }
 
 type Printer = Box<dyn ExternalPrinter + Send>;
 
 /// The line editor and two printers into it: one for the reader thread, one
 /// for the barrier drawn when the client ends.
-fn terminal_editor() -> Result<(DefaultEditor, Printer, Printer), ReadlineError> {
-    let config = Config::builder()
-        .auto_add_history(false)
-        .history_ignore_dups(true)?
-        .max_history_size(1000)?
-        .build();
-    let mut editor = DefaultEditor::with_config(config)?;
-    let printer = editor.create_external_printer()?;
-    let barrier = editor.create_external_printer()?;
-    Ok((editor, Box::new(printer), Box::new(barrier)))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_terminal(
-    options: &Options,
-    session: &mut Session,
-    events_tx: &Sender<Event>,
-    events: &Receiver<Event>,
-    uplink: &Arc<Uplink>,
-    read_half: TcpStream,
+struct LineEditor {
     editor: DefaultEditor,
     printer: Printer,
-    mut barrier: Printer,
-    interrupts: bool,
+    barrier: Printer,
+}
+
+impl LineEditor {
+    fn new() -> Result<Self, ReadlineError> {
+        let config = Config::builder()
+            .auto_add_history(false)
+            .history_ignore_dups(true)?
+            .max_history_size(1000)?
+            .build();
+        let mut editor = DefaultEditor::with_config(config)?;
+        let printer = Box::new(editor.create_external_printer()?);
+        let barrier = Box::new(editor.create_external_printer()?);
+        Ok(Self {
+            editor,
+            printer,
+            barrier,
+        })
+    }
+}
+
+fn run_terminal(
+    mut link: Link,
+    read_half: TcpStream,
+    options: &Options,
+    line_editor: LineEditor,
 ) -> Result<(), ClientError> {
     let saved = SavedTerminal::capture();
     let (news_tx, news) = crossbeam_channel::unbounded();
-    let screen = Screen::Terminal {
-        printer,
-        news: news_tx,
-    };
-    let reader_events = events_tx.clone();
-    let reader_uplink = Arc::clone(uplink);
-    thread::spawn(move || read_server(read_half, screen, &reader_uplink, &reader_events));
-
-    let mut answered = 0;
-    if let Some(name) = &options.name {
-        match uplink.send_line(name.as_bytes()) {
-            Ok(()) => answered = 1,
-            Err(e) => {
-                let _ = events_tx.send(Event::SendFailed(e));
-            }
-        }
-    }
+    link.start_reader(
+        read_half,
+        Screen::Terminal {
+            printer: line_editor.printer,
+            news: news_tx,
+        },
+    );
+    let answered = u32::from(link.send_name(options));
     let stopping = Arc::new(AtomicBool::new(false));
     let keyboard = Keyboard {
-        editor,
-        uplink: Arc::clone(uplink),
-        events: events_tx.clone(),
+        editor: line_editor.editor,
+        uplink: Arc::clone(&link.uplink),
+        events: link.events_tx.clone(),
         stopping: Arc::clone(&stopping),
     };
     // Dropped when the input thread ends, however it ends: that is how the
@@ -957,11 +984,11 @@ fn run_terminal(
         keyboard.run(&news, answered);
     });
 
-    let result = supervise(session, events, uplink);
+    let result = supervise(&mut link.session, &link.events, &link.uplink);
 
     stopping.store(true, Ordering::SeqCst);
     if done.try_recv() == Err(TryRecvError::Empty) {
-        release_terminal(&done, &mut barrier, interrupts, &saved);
+        release_terminal(&done, line_editor.barrier, link.interrupts, &saved);
     }
     if matches!(done.try_recv(), Err(TryRecvError::Disconnected)) {
         let _ = input.join();
@@ -976,18 +1003,18 @@ fn run_terminal(
 /// does offer is its SIGINT handler, installed while it reads a line, which
 /// ends the read as "interrupted". Before that, a barrier line through the
 /// external printer makes sure that the server's last lines have been drawn.
+/// If all that fails, the terminal settings saved at the start are put back.
 fn release_terminal(
     done: &Receiver<()>,
-    barrier: &mut Printer,
+    mut barrier: Printer,
     interrupts: bool,
     saved: &SavedTerminal,
 ) {
     // The barrier may block while the user is in a mode that holds back
     // printed lines (history search); it must not hold up the exit.
     let (drawn_tx, drawn) = crossbeam_channel::bounded::<()>(1);
-    let mut printer = std::mem::replace(barrier, Box::new(NoPrinter));
     thread::spawn(move || {
-        if printer.print(PRINT_BARRIER.to_owned()).is_ok() {
+        if barrier.print(PRINT_BARRIER.to_owned()).is_ok() {
             let _ = drawn_tx.send(());
         }
     });
@@ -1009,15 +1036,6 @@ fn release_terminal(
     }
     log::debug!("the line editor did not stop; restoring the terminal directly");
     saved.restore();
-}
-
-/// Stands in for a printer that has been handed to another thread.
-struct NoPrinter;
-
-impl ExternalPrinter for NoPrinter {
-    fn print(&mut self, _msg: String) -> rustyline::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
