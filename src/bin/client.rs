@@ -25,7 +25,8 @@ struct Flags {
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    env_logger::init();
+    // Quiet unless RUST_LOG asks; failing to set up logging is no reason to stop.
+    let _ = env_logger::try_init();
     let options = Options {
         host: flags.host,
         port: flags.port,
