@@ -4,9 +4,11 @@
 //! A byte from a client travels like this:
 //!
 //! 1. [`server`] accepts the connection and starts its thread (one per client).
-//! 2. [`session`] greets it, reads its name, then reads its lines through a
+//! 2. [`session`] greets it, reads its name (and, on a private server, its
+//!    password, checked against [`accounts`]), then reads its lines through a
 //!    [`wire::LineReader`] (bounded, UTF-8 checked) and cleans them with
-//!    [`wire::sanitize`]. [`command`] turns each line into a command.
+//!    [`wire::sanitize`]. [`command`] turns each line into a command;
+//!    [`moderation`] holds bans, mutes and flood control.
 //! 3. Commands about rooms and people ask the [`registry`]: who is online, who
 //!    is in which room, each room's recent history, behind one `Mutex`.
 //! 4. A message or whisper goes to the [`store`] thread, which appends it to
@@ -17,9 +19,16 @@
 //!    drains it into the socket in batches.
 //!
 //! [`limits`] names every bound; [`config`] holds what the flags set.
-//! [`names`] has the rules for user and room names.
+//! [`names`] has the rules for user and room names. [`table`] keeps the small
+//! CSV tables (`accounts.csv`, `bans.csv`) that are rewritten atomically.
+//!
+//! The other side of the wire: [`client`] is the terminal client a person
+//! types into (`client` binary): a reader thread shows the server's lines, an
+//! input thread sends typed lines, and the caller's thread decides when the
+//! session ends.
 
 pub mod accounts;
+pub mod client;
 pub mod command;
 pub mod config;
 pub mod format;
