@@ -119,9 +119,10 @@ impl Session {
                 match self.limit.check(Instant::now()) {
                     Verdict::Pass => {}
                     Verdict::SlowDown => {
+                        let rate = self.context.config.rate;
+                        let lines = if rate == 1.0 { "line" } else { "lines" };
                         self.error(format_args!(
-                            "slow down: at most {} lines a second; that line was not sent",
-                            self.context.config.rate
+                            "slow down: at most {rate} {lines} a second; that line was not sent"
                         ));
                         continue;
                     }
@@ -311,15 +312,30 @@ impl Session {
     }
 
     /// A wrong name or password: recorded, and answered only after a pause
-    /// that holds up nobody but this connection.
+    /// that holds up nobody but this connection. The name tried is recorded
+    /// only if it is an account's: a name that is none may be a password
+    /// typed on the wrong line.
     fn login_failed(&self, tried: &str) {
+        let known = self
+            .context
+            .accounts
+            .find(tried)
+            .ok()
+            .flatten()
+            .map(|account| account.name)
+            .unwrap_or_default();
         log::warn!(
-            "failed login {} port {} thread {} as {tried}",
+            "failed login {} port {} thread {} as {}",
             self.addr.ip(),
             self.addr.port(),
-            self.id
+            self.id,
+            if known.is_empty() {
+                "an unknown name"
+            } else {
+                &known
+            }
         );
-        self.event_named("login-failed", tried);
+        self.event_named("login-failed", &known);
         self.context.failures.record(self.addr.ip(), Instant::now());
         std::thread::sleep(self.context.config.login_delay);
     }

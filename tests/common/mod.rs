@@ -95,6 +95,16 @@ impl TestServer {
         client
     }
 
+    /// A client that logged in with a password on a private server.
+    pub fn login(&self, name: &str, password: &str) -> Client {
+        let mut client = self.connect_raw();
+        client.send(name);
+        client.expect(|l| l == "Password:");
+        client.send(password);
+        client.expect(|l| l.starts_with("* hello "));
+        client
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -156,6 +166,31 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs a `server` subcommand with `stdin` piped in; returns (success, stdout, stderr).
+pub fn server_tool(dir: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(server_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the server binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The rows of a CSV file, header excluded.
