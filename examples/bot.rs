@@ -8,16 +8,22 @@
 //! - `!who` by sending `/who` and relaying the names it gets back in one line.
 //!
 //! A whisper (`/msg bot !time`) is answered with a whisper. The bot never
-//! answers its own lines, nor the replayed history it is shown on joining a room.
+//! answers its own lines, nor the replayed history it is shown on joining a room,
+//! and it paces what it sends to stay within the server's flood control.
 //!
 //! ```text
 //! cargo run --example bot -- --addr 127.0.0.1:6622 --name bot --room lab
 //! ```
+//!
+//! On a private server (one with accounts) the bot needs an account; it reads
+//! its password from `CHATROOM_PASSWORD`, so the password is not shown by `ps`.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -37,8 +43,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let served = TcpStream::connect(&args.addr)
-        .and_then(|stream| run(stream, &args.name, args.room.as_deref()));
+    let password = std::env::var("CHATROOM_PASSWORD").ok();
+    let served = TcpStream::connect(&args.addr).and_then(|stream| {
+        run(
+            stream,
+            &args.name,
+            password.as_deref(),
+            args.room.as_deref(),
+        )
+    });
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -50,15 +63,28 @@ fn main() -> ExitCode {
 
 /// Longest `!who` answer: far below the server's line limit (4096 bytes by default).
 const MAX_REPLY: usize = 1000;
+/// Time between two lines sent: 4 a second, under the server's `--rate` (5 by default).
+const PACE: Duration = Duration::from_millis(250);
 
 /// Where an answer goes: `None` to the bot's room, `Some(name)` as a whisper.
 type To = Option<String>;
 
-/// Serves one connection until the server closes it.
-pub fn run(stream: TcpStream, name: &str, room: Option<&str>) -> io::Result<()> {
+/// Serves one connection until the server closes it. `password` is for a
+/// private server, which asks for it with a `Password:` line.
+pub fn run(
+    stream: TcpStream,
+    name: &str,
+    password: Option<&str>,
+    room: Option<&str>,
+) -> io::Result<()> {
     let mut out = stream.try_clone()?;
-    // One write per line, so the server never sees half a line from us.
-    let mut send = |line: &str| out.write_all(format!("{line}\n").as_bytes());
+    let mut next_send = Instant::now();
+    let mut send = |line: &str| {
+        thread::sleep(next_send.saturating_duration_since(Instant::now()));
+        next_send = Instant::now() + PACE;
+        // One write per line, so the server never sees half a line from us.
+        out.write_all(format!("{line}\n").as_bytes())
+    };
     let say = |to: &To, text: &str| match to {
         None => text.to_string(),
         Some(who) => format!("/msg {who} {text}"),
@@ -79,6 +105,13 @@ pub fn run(stream: TcpStream, name: &str, room: Option<&str>) -> io::Result<()> 
                 if let Some(room) = room {
                     send(&format!("/join {room}"))?;
                 }
+            } else if line == "Password:" {
+                let Some(password) = password else {
+                    return Err(io::Error::other(
+                        "the server is private: set CHATROOM_PASSWORD to the bot's password",
+                    ));
+                };
+                send(password)?;
             } else if let Some(why) = line.strip_prefix("! ") {
                 return Err(io::Error::other(format!("could not log in: {why}")));
             }
