@@ -1,5 +1,6 @@
 //! The example bot (`examples/bot.rs`) against the real server: it welcomes
-//! whoever joins its room, answers `!time` and `!who`, and ignores history.
+//! whoever joins its room, answers `!time` and `!who`, ignores history, and
+//! logs in to a private server with its password.
 //!
 //! The bot's source is compiled into this test (`#[path]`) rather than run
 //! from `target/debug/examples/bot`: `cargo test --test bot` does not build
@@ -7,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -28,8 +30,17 @@ struct Server {
 }
 
 impl Server {
+    /// An open server: anyone may pick a name.
     fn start() -> Server {
+        Server::start_with_accounts(&[])
+    }
+
+    /// A private server with these accounts (name, password).
+    fn start_with_accounts(accounts: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        for (name, password) in accounts {
+            add_user(dir.path(), name, password);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--port", "0", "--data-dir"])
             .arg(dir.path())
@@ -67,6 +78,26 @@ impl Server {
     }
 }
 
+/// `server add-user --data-dir DIR NAME`, with the password on stdin.
+fn add_user(dir: &Path, name: &str, password: &str) {
+    let mut tool = Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["add-user", name, "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("server add-user starts");
+    tool.stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("add-user reads the password");
+    assert!(
+        tool.wait().expect("add-user ends").success(),
+        "add-user {name}"
+    );
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -83,6 +114,11 @@ struct User {
 
 impl User {
     fn login(addr: &str, name: &str) -> User {
+        User::login_with(addr, name, None)
+    }
+
+    /// Logs in, answering the `Password:` prompt of a private server.
+    fn login_with(addr: &str, name: &str, password: Option<&str>) -> User {
         let writer = TcpStream::connect(addr).expect("the server accepts");
         let reader = BufReader::new(writer.try_clone().expect("a second handle"));
         let mut user = User {
@@ -91,6 +127,9 @@ impl User {
             seen: Vec::new(),
         };
         user.send(name);
+        if let Some(password) = password {
+            user.send(password);
+        }
         user.expect(|l| l.starts_with("* hello "), "the login line");
         user
     }
@@ -133,9 +172,9 @@ impl User {
     }
 }
 
-fn start_bot(addr: &str, name: &'static str, room: &'static str) {
+fn start_bot(addr: &str, name: &'static str, password: Option<&'static str>, room: &'static str) {
     let stream = TcpStream::connect(addr).expect("the bot connects");
-    thread::spawn(move || bot::run(stream, name, Some(room)));
+    thread::spawn(move || bot::run(stream, name, password, Some(room)));
 }
 
 #[test]
@@ -148,7 +187,7 @@ fn bot_welcomes_newcomers_and_answers_time_and_who_but_not_history() {
     alice.send("!time");
     alice.expect(|l| l.ends_with("] alice: !time"), "the echo of !time");
 
-    start_bot(&server.addr, "bot", "lab");
+    start_bot(&server.addr, "bot", None, "lab");
     alice.expect(|l| l == "* bot joined #lab", "the bot joining #lab");
 
     // Come back in: the bot says hello.
@@ -188,7 +227,7 @@ fn bot_creates_its_room_when_it_is_missing() {
         |l| l.starts_with("* you joined #general"),
         "the default room",
     );
-    start_bot(&server.addr, "bot", "den");
+    start_bot(&server.addr, "bot", None, "den");
     // The bot lands in #general like everyone, then `/join den` fails and it
     // sends `/create den`, which moves it out of #general.
     bob.expect(|l| l == "* bot joined #general", "the bot arriving");
@@ -196,4 +235,26 @@ fn bot_creates_its_room_when_it_is_missing() {
     bob.send("/join den");
     bob.expect(|l| l.starts_with("* you joined #den (2 here)"), "#den");
     bob.expect(|l| l.ends_with("] bot: welcome, bob!"), "the welcome");
+}
+
+#[test]
+fn bot_logs_in_to_a_private_server_with_its_password() {
+    let server = Server::start_with_accounts(&[("alice", "alice pw"), ("bot", "bot pw")]);
+    let mut alice = User::login_with(&server.addr, "alice", Some("alice pw"));
+    alice.expect(
+        |l| l.starts_with("* you joined #general"),
+        "the default room",
+    );
+    start_bot(&server.addr, "bot", Some("bot pw"), "general");
+    alice.expect(|l| l == "* bot joined #general", "the bot logging in");
+    alice.send("!time");
+    alice.expect(|l| l.contains("] bot: the time is "), "the time");
+}
+
+#[test]
+fn bot_without_a_password_gives_up_on_a_private_server() {
+    let server = Server::start_with_accounts(&[("bot", "bot pw")]);
+    let stream = TcpStream::connect(&server.addr).expect("the bot connects");
+    let err = bot::run(stream, "bot", None, None).expect_err("no login without a password");
+    assert!(err.to_string().contains("CHATROOM_PASSWORD"), "{err}");
 }
