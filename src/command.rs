@@ -56,6 +56,8 @@ pub enum Command<'a> {
     },
     /// `/unmute NAME` (admins).
     Unmute(&'a str),
+    /// `/mode json` or `/mode text`: how the server's lines are written.
+    Mode(bool),
 }
 
 /// A line that is not a usable command.
@@ -157,6 +159,11 @@ pub fn parse(line: &str) -> Result<Command<'_>, CommandError> {
             })
         }
         "unban" => one_arg("/unban NAME").map(Command::Unban),
+        "mode" => match one_arg("/mode json|text")?.to_lowercase().as_str() {
+            "json" => Ok(Command::Mode(true)),
+            "text" => Ok(Command::Mode(false)),
+            _ => Err(CommandError::Usage("/mode json|text")),
+        },
         "unmute" => one_arg("/unmute NAME").map(Command::Unmute),
         "mute" => match args.split_whitespace().collect::<Vec<_>>()[..] {
             [name] => Ok(Command::Mute {
@@ -281,6 +288,13 @@ mod tests {
         assert!(parse("/mute bob ten").is_err());
         assert!(parse("/mute bob 0").is_err());
         assert_eq!(parse("/unmute bob"), Ok(Command::Unmute("bob")));
+    }
+
+    #[test]
+    fn mode_switches_between_json_and_text() {
+        assert_eq!(parse("/mode json"), Ok(Command::Mode(true)));
+        assert_eq!(parse("/MODE Text"), Ok(Command::Mode(false)));
+        assert!(parse("/mode xml").is_err());
     }
 
     #[test]

@@ -1,12 +1,67 @@
 //! The lines the server sends, built once and shared by every recipient.
 //!
-//! Every function returns an `Arc<str>` that ends in `\n`: one buffer per
-//! message, handed to each recipient's outbox without a copy.
+//! A [`Line`] holds two renderings of the same event: the human text that
+//! `nc` and `telnet` users read (`[12:00:01] alice: hi`, `* …`, `! …`), and
+//! one JSON object for clients that asked for the machine-readable mode
+//! (`/mode json`, see docs/PROTOCOL.md). Each recipient's outbox picks one at
+//! write time; the line itself is one shared allocation, never copied per
+//! recipient.
 
 use std::fmt::Display;
 use std::sync::Arc;
 
 use chrono::{DateTime, Local, SecondsFormat, TimeZone};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::registry::{RoomInfo, UserInfo};
+
+/// One event as sent to clients, in both renderings. Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line(Arc<Rendered>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Rendered {
+    /// Human text: zero or more lines, each ending in `\n`.
+    text: Box<str>,
+    /// One JSON object and `\n`, or empty when JSON clients get nothing.
+    json: Box<str>,
+}
+
+impl Line {
+    /// A line from its two renderings (each empty or ending in `\n`).
+    pub fn new(text: impl Into<Box<str>>, json: impl Into<Box<str>>) -> Line {
+        Line(Arc::new(Rendered {
+            text: text.into(),
+            json: json.into(),
+        }))
+    }
+
+    /// A line from human text (without `\n`) and a JSON value.
+    fn of(text: impl Display, json: serde_json::Value) -> Line {
+        Line::new(format!("{text}\n"), format!("{json}\n"))
+    }
+
+    /// The human rendering.
+    pub fn text(&self) -> &str {
+        &self.0.text
+    }
+
+    /// The JSON rendering.
+    pub fn json(&self) -> &str {
+        &self.0.json
+    }
+
+    /// The rendering for a client in JSON mode or not.
+    pub fn for_mode(&self, json: bool) -> &str {
+        if json { self.json() } else { self.text() }
+    }
+
+    /// The bytes this line may take in a queue, whichever rendering is sent.
+    pub fn weight(&self) -> usize {
+        self.0.text.len().max(self.0.json.len())
+    }
+}
 
 /// The clock shown in chat lines: the server's local time of day.
 pub fn clock<Tz: TimeZone>(time: &DateTime<Tz>) -> impl Display + use<Tz>
@@ -21,53 +76,293 @@ pub fn file_time(time: &DateTime<Local>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, false)
 }
 
+/// A stored message, as the store and the history rebuild know it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Message<'a> {
+    /// Its id in `messages.csv`.
+    pub id: u64,
+    /// Its RFC 3339 timestamp.
+    pub time: &'a str,
+    /// Its room; empty for a whisper.
+    pub room: &'a str,
+    /// Who sent it.
+    pub from: &'a str,
+    /// Who a whisper is for; empty for a room message.
+    pub to: &'a str,
+    /// What was said.
+    pub text: &'a str,
+}
+
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: u64,
+    time: &'a str,
+    room: &'a str,
+    from: &'a str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct WhisperJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: u64,
+    time: &'a str,
+    from: &'a str,
+    to: &'a str,
+    text: &'a str,
+}
+
+fn json_line(value: &impl Serialize) -> String {
+    let mut out = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+    out.push('\n');
+    out
+}
+
 /// A room message as everyone in the room sees it: `[12:00:01] alice: hi`.
-pub fn chat<Tz: TimeZone>(time: &DateTime<Tz>, sender: &str, text: &str) -> Arc<str>
+pub fn chat<Tz: TimeZone>(time: &DateTime<Tz>, message: &Message<'_>) -> Line
 where
     Tz::Offset: Display,
 {
-    format!("[{}] {sender}: {text}\n", clock(time)).into()
+    Line::new(
+        format!("[{}] {}: {}\n", clock(time), message.from, message.text),
+        json_line(&MessageJson {
+            kind: "message",
+            id: message.id,
+            time: message.time,
+            room: message.room,
+            from: message.from,
+            text: message.text,
+        }),
+    )
+}
+
+fn whisper_json(message: &Message<'_>) -> String {
+    json_line(&WhisperJson {
+        kind: "whisper",
+        id: message.id,
+        time: message.time,
+        from: message.from,
+        to: message.to,
+        text: message.text,
+    })
 }
 
 /// A whisper as its recipient sees it: `[12:00:01] (whisper) alice: psst`.
-pub fn whisper_received<Tz: TimeZone>(time: &DateTime<Tz>, sender: &str, text: &str) -> Arc<str>
+pub fn whisper_received<Tz: TimeZone>(time: &DateTime<Tz>, message: &Message<'_>) -> Line
 where
     Tz::Offset: Display,
 {
-    format!("[{}] (whisper) {sender}: {text}\n", clock(time)).into()
+    Line::new(
+        format!(
+            "[{}] (whisper) {}: {}\n",
+            clock(time),
+            message.from,
+            message.text
+        ),
+        whisper_json(message),
+    )
 }
 
 /// A whisper as its sender sees it: `[12:00:01] (whisper to bob) alice: psst`.
-pub fn whisper_sent<Tz: TimeZone>(
-    time: &DateTime<Tz>,
-    sender: &str,
-    recipient: &str,
-    text: &str,
-) -> Arc<str>
+pub fn whisper_sent<Tz: TimeZone>(time: &DateTime<Tz>, message: &Message<'_>) -> Line
 where
     Tz::Offset: Display,
 {
-    format!(
-        "[{}] (whisper to {recipient}) {sender}: {text}\n",
-        clock(time)
+    Line::new(
+        format!(
+            "[{}] (whisper to {}) {}: {}\n",
+            clock(time),
+            message.to,
+            message.from,
+            message.text
+        ),
+        whisper_json(message),
     )
-    .into()
 }
 
 /// A line about state: `* alice joined #general`.
-pub fn notice(text: impl Display) -> Arc<str> {
-    format!("* {text}\n").into()
+pub fn notice(text: impl Display) -> Line {
+    let text = text.to_string();
+    Line::of(
+        format_args!("* {text}"),
+        json!({"type": "notice", "text": text}),
+    )
 }
 
 /// An error line: `! unknown command /x`.
-pub fn error(text: impl Display) -> Arc<str> {
-    format!("! {text}\n").into()
+pub fn error(text: impl Display) -> Line {
+    let text = text.to_string();
+    Line::of(
+        format_args!("! {text}"),
+        json!({"type": "error", "text": text}),
+    )
+}
+
+/// A notice with its own JSON event type (`bye`, `shutdown`).
+pub fn notice_as(kind: &str, text: impl Display) -> Line {
+    let text = text.to_string();
+    Line::of(
+        format_args!("* {text}"),
+        json!({"type": kind, "text": text}),
+    )
 }
 
 /// The prompt for a name.
-pub const NAME_PROMPT: &str = "Name:\n";
+pub fn name_prompt() -> Line {
+    Line::of("Name:", json!({"type": "prompt", "field": "name"}))
+}
+
 /// The prompt for a password, on a private server.
-pub const PASSWORD_PROMPT: &str = "Password:\n";
+pub fn password_prompt() -> Line {
+    Line::of("Password:", json!({"type": "prompt", "field": "password"}))
+}
+
+/// The greeting of a new connection.
+pub fn hello(online: usize) -> Line {
+    let text = format!(
+        "welcome to chatroom ({online} connected); choose a name: 1-32 characters, no spaces, or press Enter for a guest name"
+    );
+    Line::of(
+        format_args!("* {text}"),
+        json!({"type": "hello", "text": text, "online": online}),
+    )
+}
+
+/// A name accepted.
+pub fn welcome(name: &str, role: &str) -> Line {
+    Line::of(
+        format_args!("* hello {name}! type to chat, /help lists the commands"),
+        json!({"type": "welcome", "name": name, "role": role}),
+    )
+}
+
+/// The switch of protocol mode, confirmed.
+pub fn mode(json_mode: bool) -> Line {
+    let mode = if json_mode { "json" } else { "text" };
+    Line::of(
+        format_args!("* mode {mode}"),
+        json!({"type": "mode", "mode": mode}),
+    )
+}
+
+/// Where the user is now, with who is there: `* you joined #dev (2 here)`.
+/// `verb` is `joined` or `created`; `None` for the room is the lobby.
+pub fn you_are_in(room: Option<&str>, verb: &str, members: &[Arc<str>]) -> Line {
+    let (text, json) = match room {
+        Some(room) => (
+            format!("* you {verb} #{room} ({} here)\n", members.len()),
+            format!(
+                "{}\n{}\n",
+                json!({"type": "room", "room": room}),
+                json!({"type": "members", "room": room, "members": members.iter().map(|m| &**m).collect::<Vec<&str>>()})
+            ),
+        ),
+        None => (
+            "* you are in the lobby: /list shows the rooms, /join ROOM enters one\n".to_string(),
+            format!("{}\n", json!({"type": "room", "room": null})),
+        ),
+    };
+    Line::new(text, json)
+}
+
+/// The user left a room for the lobby.
+pub fn you_left(room: &str) -> Line {
+    Line::of(
+        format_args!(
+            "* you left #{room} and are in the lobby: /list shows the rooms, /join ROOM enters one"
+        ),
+        json!({"type": "room", "room": null}),
+    )
+}
+
+/// The start of a history replay.
+pub fn history_start(room: &str, count: usize) -> Line {
+    Line::of(
+        format_args!("* recent messages in #{room}:"),
+        json!({"type": "history", "room": room, "count": count}),
+    )
+}
+
+/// The end of a history replay.
+pub fn history_end(room: &str) -> Line {
+    Line::of(
+        "* end of recent messages",
+        json!({"type": "history_end", "room": room}),
+    )
+}
+
+/// Somebody came into, moved out of, or left the chat from a room.
+/// `kind` is `join`, `leave` or `quit`.
+pub fn moved(kind: &str, name: &str, room: &str) -> Line {
+    let text = match kind {
+        "join" => format!("{name} joined #{room}"),
+        "leave" => format!("{name} left #{room}"),
+        _ => format!("{name} left the chat"),
+    };
+    Line::of(
+        format_args!("* {text}"),
+        json!({"type": kind, "room": room, "name": name}),
+    )
+}
+
+/// The answer to `/list`.
+pub fn rooms(rooms: &[RoomInfo]) -> Line {
+    let mut text = String::new();
+    if rooms.is_empty() {
+        text.push_str("* there are no rooms yet; /create ROOM makes one\n");
+    } else {
+        text.push_str(&format!("* rooms ({}):\n", rooms.len()));
+        for room in rooms {
+            text.push_str(&format!("*   #{} ({} online)\n", room.name, room.members));
+        }
+    }
+    let list: Vec<_> = rooms
+        .iter()
+        .map(|r| json!({"name": &*r.name, "members": r.members}))
+        .collect();
+    Line::new(
+        text,
+        format!("{}\n", json!({"type": "rooms", "rooms": list})),
+    )
+}
+
+/// The answer to `/who`.
+pub fn users(users: &[UserInfo]) -> Line {
+    let mut text = format!("* online ({}):\n", users.len());
+    for user in users {
+        match &user.room {
+            Some(room) => text.push_str(&format!("*   {} in #{room}\n", user.name)),
+            None => text.push_str(&format!("*   {} in the lobby\n", user.name)),
+        }
+    }
+    let list: Vec<_> = users
+        .iter()
+        .map(|u| json!({"name": &*u.name, "room": u.room.as_deref()}))
+        .collect();
+    Line::new(
+        text,
+        format!("{}\n", json!({"type": "users", "users": list})),
+    )
+}
+
+/// The answer to `/help`.
+pub fn help(commands: &[(&str, &str)]) -> Line {
+    let mut text = String::from("* commands:\n");
+    for (usage, what) in commands {
+        text.push_str(&format!("*   {usage:<16} {what}\n"));
+    }
+    let list: Vec<_> = commands
+        .iter()
+        .map(|(usage, what)| json!({"usage": usage, "text": what}))
+        .collect();
+    Line::new(
+        text,
+        format!("{}\n", json!({"type": "help", "commands": list})),
+    )
+}
 
 #[cfg(test)]
 mod tests {
@@ -78,29 +373,114 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-11-21T12:00:01.500+00:00").unwrap()
     }
 
+    fn message<'a>(text: &'a str) -> Message<'a> {
+        Message {
+            id: 7,
+            time: "2026-11-21T12:00:01.500+00:00",
+            room: "general",
+            from: "alice",
+            to: "",
+            text,
+        }
+    }
+
+    fn parse(line: &str) -> serde_json::Value {
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line:?}"
+        );
+        serde_json::from_str(line).unwrap()
+    }
+
     #[test]
     fn a_chat_line_holds_name_colon_text_and_ends_in_newline() {
-        let line = chat(&noon(), "alice", "hi, all");
-        assert!(line.starts_with('['));
-        assert!(line.ends_with("] alice: hi, all\n"));
-        assert_eq!(line.matches('\n').count(), 1);
+        let line = chat(&noon(), &message("hi, all"));
+        assert!(line.text().starts_with('['));
+        assert!(line.text().ends_with("] alice: hi, all\n"));
+        assert_eq!(line.text().matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn a_chat_line_in_json_has_id_time_room_sender_and_text() {
+        let line = chat(&noon(), &message("quote \" and \\ and ✓"));
+        let value = parse(line.json());
+        assert_eq!(value["type"], "message");
+        assert_eq!(value["id"], 7);
+        assert_eq!(value["room"], "general");
+        assert_eq!(value["from"], "alice");
+        assert_eq!(value["text"], "quote \" and \\ and ✓");
+        assert_eq!(value["time"], "2026-11-21T12:00:01.500+00:00");
     }
 
     #[test]
     fn whispers_say_whisper_and_name_both_sides() {
-        let got = whisper_received(&noon(), "alice", "psst");
-        assert!(got.contains("whisper") && got.contains("alice: psst"));
-        let sent = whisper_sent(&noon(), "alice", "bob", "psst");
-        assert!(sent.contains("whisper to bob") && sent.contains("alice: psst"));
+        let mut m = message("psst");
+        m.room = "";
+        m.to = "bob";
+        let got = whisper_received(&noon(), &m);
+        assert!(got.text().contains("whisper") && got.text().contains("alice: psst"));
+        let sent = whisper_sent(&noon(), &m);
+        assert!(sent.text().contains("whisper to bob") && sent.text().contains("alice: psst"));
+        let value = parse(got.json());
+        assert_eq!(
+            (value["type"].as_str(), value["to"].as_str()),
+            (Some("whisper"), Some("bob"))
+        );
     }
 
     #[test]
     fn notices_and_errors_are_marked() {
         assert_eq!(
-            &*notice("alice joined #general"),
+            notice("alice joined #general").text(),
             "* alice joined #general\n"
         );
-        assert_eq!(&*error("no such room"), "! no such room\n");
+        assert_eq!(error("no such room").text(), "! no such room\n");
+        assert_eq!(parse(error("no such room").json())["type"], "error");
+    }
+
+    #[test]
+    fn entering_a_room_tells_json_clients_the_room_and_its_members() {
+        let members: Vec<Arc<str>> = vec!["alice".into(), "bob".into()];
+        let line = you_are_in(Some("dev"), "joined", &members);
+        assert_eq!(line.text(), "* you joined #dev (2 here)\n");
+        let mut events = line
+            .json()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
+        let room = events.next().unwrap();
+        let who = events.next().unwrap();
+        assert_eq!(
+            (room["type"].as_str(), room["room"].as_str()),
+            (Some("room"), Some("dev"))
+        );
+        assert_eq!(who["members"], json!(["alice", "bob"]));
+        let lobby = you_are_in(None, "left", &[]);
+        assert_eq!(parse(lobby.json())["room"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn lists_are_one_json_event_and_several_text_lines() {
+        let rooms_line = rooms(&[
+            RoomInfo {
+                name: "dev".into(),
+                members: 2,
+            },
+            RoomInfo {
+                name: "general".into(),
+                members: 0,
+            },
+        ]);
+        assert_eq!(rooms_line.text().lines().count(), 3);
+        assert_eq!(parse(rooms_line.json())["rooms"][0]["members"], 2);
+        let users_line = users(&[UserInfo {
+            name: "bob".into(),
+            room: None,
+        }]);
+        assert!(users_line.text().contains("bob in the lobby"));
+        assert_eq!(
+            parse(users_line.json())["users"][0]["room"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub const WRITER_STACK: usize = 64 * 1024;
 pub const WRITE_BATCH: usize = 256;
 /// Messages the store writes between two flushes at most.
 pub const STORE_BATCH: usize = 1024;
+/// Text bytes the store writes between two flushes at most: one batch is
+/// delivered at once, so it must fit in a reader's outbox with room to spare.
+pub const STORE_BATCH_BYTES: usize = 128 * 1024;
 /// How long the accept loop waits between checks of the shutdown flag.
 pub const ACCEPT_POLL: Duration = Duration::from_millis(200);
 /// First pause of the accept loop when accepting fails (out of descriptors).

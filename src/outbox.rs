@@ -12,11 +12,12 @@ use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::format::{self, Line};
 use crate::limits::{LAST_WORDS, WRITE_BATCH, WRITE_STALL, WRITER_STACK};
 
 /// What the writer is asked to do.
 enum Item {
-    Line(Arc<str>),
+    Line(Line),
     /// Write what came before, then close the sending side.
     Close,
     /// The queue overflowed: drop what is queued, say so, close.
@@ -33,6 +34,8 @@ struct State {
     closed: AtomicBool,
     /// The client was found too slow: the writer drops its backlog.
     overflowed: AtomicBool,
+    /// The client asked for JSON lines (`/mode json`).
+    json: AtomicBool,
 }
 
 /// The queue of lines on their way to one client.
@@ -63,6 +66,7 @@ impl Outbox {
             limit,
             closed: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            json: AtomicBool::new(false),
         });
         let writer = Writer {
             rx,
@@ -75,14 +79,14 @@ impl Outbox {
         Ok(Outbox { tx, state })
     }
 
-    /// Queues a line (ending in `\n`). Returns false if the client is gone or
-    /// was just found too slow; the line is then dropped.
-    pub fn send(&self, line: Arc<str>) -> bool {
+    /// Queues a line. Returns false if the client is gone or was just found
+    /// too slow; the line is then dropped.
+    pub fn send(&self, line: Line) -> bool {
         let state = &self.state;
         if state.closed.load(Ordering::Acquire) {
             return false;
         }
-        let len = line.len();
+        let len = line.weight();
         let before = state.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > state.limit {
             state.queued.fetch_sub(len, Ordering::AcqRel);
@@ -102,6 +106,11 @@ impl Outbox {
         if !self.state.closed.swap(true, Ordering::AcqRel) {
             let _ = self.tx.send(Item::Close);
         }
+    }
+
+    /// Chooses the rendering of the lines not yet written: JSON or text.
+    pub fn set_json(&self, json: bool) {
+        self.state.json.store(json, Ordering::Release);
     }
 
     /// True once the outbox takes no more lines.
@@ -131,7 +140,7 @@ struct Writer {
 
 impl Writer {
     fn run(self) {
-        let mut batch: Vec<Arc<str>> = Vec::with_capacity(WRITE_BATCH);
+        let mut batch: Vec<Line> = Vec::with_capacity(WRITE_BATCH);
         let how = loop {
             let first = match self.rx.recv() {
                 Ok(item) => item,
@@ -160,8 +169,9 @@ impl Writer {
                 self.last_words();
                 break Shutdown::Both;
             }
-            let bytes: usize = batch.iter().map(|l| l.len()).sum();
-            let written = write_all(&self.state.stream, &batch);
+            let bytes: usize = batch.iter().map(Line::weight).sum();
+            let json = self.state.json.load(Ordering::Acquire);
+            let written = write_all(&self.state.stream, &batch, json);
             batch.clear();
             self.state.queued.fetch_sub(bytes, Ordering::AcqRel);
             if let Err(e) = written {
@@ -179,14 +189,21 @@ impl Writer {
     /// The `! ` line of a client dropped for not reading, if its socket takes it.
     fn last_words(&self) {
         let _ = self.state.stream.set_write_timeout(Some(LAST_WORDS));
-        let line = "! disconnected: you stopped reading and too much was waiting for you\n";
-        let _ = (&*self.state.stream).write_all(line.as_bytes());
+        let line =
+            format::error("disconnected: you stopped reading and too much was waiting for you");
+        let json = self.state.json.load(Ordering::Acquire);
+        let _ = (&*self.state.stream).write_all(line.for_mode(json).as_bytes());
     }
 }
 
 /// Writes every line, in order, in as few calls as the socket allows.
-fn write_all(mut stream: &TcpStream, lines: &[Arc<str>]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = lines.iter().map(|l| IoSlice::new(l.as_bytes())).collect();
+fn write_all(mut stream: &TcpStream, lines: &[Line], json: bool) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = lines
+        .iter()
+        .map(|l| l.for_mode(json))
+        .filter(|s| !s.is_empty())
+        .map(|s| IoSlice::new(s.as_bytes()))
+        .collect();
     let mut slices = &mut slices[..];
     while !slices.is_empty() {
         match stream.write_vectored(slices) {

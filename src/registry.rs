@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::format;
+use crate::format::{self, Line};
 use crate::names::{self, NameError};
 use crate::outbox::Outbox;
 
@@ -21,6 +21,7 @@ pub type ClientId = u64;
 #[derive(Clone)]
 struct Member {
     id: ClientId,
+    name: Arc<str>,
     outbox: Outbox,
 }
 
@@ -32,7 +33,7 @@ struct Room {
     /// copies the list only while a fan-out still holds the old one.
     members: Arc<Vec<Member>>,
     /// The last messages, oldest first, as sent to clients.
-    history: VecDeque<Arc<str>>,
+    history: VecDeque<Line>,
 }
 
 impl Room {
@@ -113,7 +114,7 @@ impl fmt::Display for RoomError {
 pub struct Announcement {
     members: Arc<Vec<Member>>,
     except: ClientId,
-    line: Arc<str>,
+    line: Line,
 }
 
 impl Announcement {
@@ -174,7 +175,7 @@ impl Registry {
     /// keeping `history` lines per room and announcing moves in rooms of at most
     /// `announce_limit` members.
     pub fn new(
-        rooms: impl IntoIterator<Item = (String, Vec<Arc<str>>)>,
+        rooms: impl IntoIterator<Item = (String, Vec<Line>)>,
         history: usize,
         announce_limit: usize,
     ) -> Registry {
@@ -286,6 +287,7 @@ impl Registry {
         let members = Arc::make_mut(&mut room.members);
         members.push(Member {
             id,
+            name: Arc::clone(&name),
             outbox: outbox.clone(),
         });
         let count = members.len();
@@ -294,24 +296,19 @@ impl Registry {
         } else {
             "joined"
         };
-        outbox.send(format::notice(format_args!(
-            "you {verb} #{} ({count} here)",
-            room.name
-        )));
+        let present: Vec<Arc<str>> = members.iter().map(|m| Arc::clone(&m.name)).collect();
+        outbox.send(format::you_are_in(Some(&room.name), verb, &present));
         if !room.history.is_empty() {
-            outbox.send(format::notice(format_args!(
-                "recent messages in #{}:",
-                room.name
-            )));
+            outbox.send(format::history_start(&room.name, room.history.len()));
             for line in &room.history {
-                outbox.send(Arc::clone(line));
+                outbox.send(line.clone());
             }
-            outbox.send(format::notice("end of recent messages"));
+            outbox.send(format::history_end(&room.name));
         }
         let arrived = (count <= self.announce_limit).then(|| Announcement {
             members: Arc::clone(&room.members),
             except: id,
-            line: format::notice(format_args!("{name} joined #{}", room.name)),
+            line: format::moved("join", &name, &room.name),
         });
         let room_name = Arc::clone(&room.name);
         if let Some(client) = inner.clients.get_mut(&id) {
@@ -349,7 +346,7 @@ impl Registry {
         (room.members.len() < self.announce_limit).then(|| Announcement {
             members: Arc::clone(&room.members),
             except: id,
-            line: format::notice(format_args!("{name} left #{}", room.name)),
+            line: format::moved("leave", name, &room.name),
         })
     }
 
@@ -371,7 +368,7 @@ impl Registry {
                     told = Some(Announcement {
                         members: Arc::clone(&room.members),
                         except: id,
-                        line: format::notice(format_args!("{name} left the chat")),
+                        line: format::moved("quit", name, &room.name),
                     });
                 }
             }
@@ -384,7 +381,7 @@ impl Registry {
     /// Records a message in its room's history and queues it to every member
     /// but its sender (who is given it by the store wherever they are now).
     /// Returns how many members it was queued to. Creates the room if needed.
-    pub fn deliver_to_room(&self, room: &str, line: Arc<str>, sender: ClientId) -> usize {
+    pub fn deliver_to_room(&self, room: &str, line: Line, sender: ClientId) -> usize {
         let mut inner = self.lock();
         let room = inner
             .rooms
@@ -394,7 +391,7 @@ impl Registry {
             if room.history.len() == self.history {
                 room.history.pop_front();
             }
-            room.history.push_back(Arc::clone(&line));
+            room.history.push_back(line.clone());
         }
         let members = Arc::clone(&room.members);
         drop(inner);
@@ -428,7 +425,7 @@ impl Registry {
     }
 
     /// Sends `line` to a client, then ends its connection (kick, ban).
-    pub fn drop_client(&self, id: ClientId, line: Arc<str>) {
+    pub fn drop_client(&self, id: ClientId, line: Line) {
         let found = self
             .lock()
             .clients
@@ -442,7 +439,7 @@ impl Registry {
     }
 
     /// Tells everyone in `room` (the lobby: nobody).
-    pub fn tell_room(&self, room: &str, line: Arc<str>) {
+    pub fn tell_room(&self, room: &str, line: Line) {
         let members = self
             .lock()
             .rooms
@@ -495,7 +492,7 @@ impl Registry {
 
     /// Tells every connection `line`, closes its outbox after it, and wakes its
     /// reader, so that every client thread ends. Used at shutdown.
-    pub fn close_all(&self, line: Arc<str>) {
+    pub fn close_all(&self, line: Line) {
         let clients: Vec<(Outbox, Arc<TcpStream>)> = self
             .lock()
             .clients
@@ -503,7 +500,7 @@ impl Registry {
             .map(|c| (c.outbox.clone(), Arc::clone(&c.stream)))
             .collect();
         for (outbox, stream) in clients {
-            outbox.send(Arc::clone(&line));
+            outbox.send(line.clone());
             outbox.close();
             let _ = stream.shutdown(Shutdown::Read);
         }
@@ -511,8 +508,8 @@ impl Registry {
 }
 
 /// Queues `line` to every member but `except`.
-fn tell(members: &[Member], except: ClientId, line: &Arc<str>) {
+fn tell(members: &[Member], except: ClientId, line: &Line) {
     for member in members.iter().filter(|m| m.id != except) {
-        member.outbox.send(Arc::clone(line));
+        member.outbox.send(line.clone());
     }
 }

@@ -208,7 +208,10 @@ impl Server {
         drop(listener);
 
         log::info!("shutting down: telling {} clients", registry.connections());
-        registry.close_all(format::notice("the server is shutting down; goodbye"));
+        registry.close_all(format::notice_as(
+            "shutdown",
+            "the server is shutting down; goodbye",
+        ));
         drop(alive_tx);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         if alive_rx.recv_deadline(deadline) == Err(RecvTimeoutError::Timeout) {
@@ -288,7 +291,7 @@ fn admit(
 /// Says why a connection is refused, without waiting on it, and closes it.
 fn refuse(mut stream: TcpStream, why: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = stream.write_all(format::error(why).as_bytes());
+    let _ = stream.write_all(format::error(why).text().as_bytes());
     let _ = stream.shutdown(std::net::Shutdown::Write);
     // Read what the newcomer already sent (its name, say), so that closing does
     // not reset the connection before it reads why.

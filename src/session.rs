@@ -100,10 +100,8 @@ enum Next {
 impl Session {
     fn run(&mut self) {
         let online = self.context.registry.connections();
-        self.notice(format_args!(
-            "welcome to chatroom ({online} connected); choose a name: 1-32 characters, no spaces, or press Enter for a guest name"
-        ));
-        self.outbox.send(format::NAME_PROMPT.into());
+        self.outbox.send(format::hello(online));
+        self.outbox.send(format::name_prompt());
         let stream = Arc::clone(&self.stream);
         let mut reader = LineReader::new(&*stream, self.context.config.max_line);
         if !self.ask_name(&mut reader) {
@@ -171,6 +169,13 @@ impl Session {
                 Ok(typed) => typed,
                 Err(end) => return self.login_ended(end, timeout),
             };
+            // A program may ask for JSON lines before it names itself.
+            if let Ok(Command::Mode(json)) = command::parse(typed.trim()) {
+                self.outbox.set_json(json);
+                self.outbox.send(format::mode(json));
+                self.outbox.send(format::name_prompt());
+                continue;
+            }
             let refused = match self.take_name(&typed, reader, deadline) {
                 Ok(()) => return true,
                 Err(Refusal::Say(why)) => why,
@@ -185,7 +190,7 @@ impl Session {
                 Err(Refusal::End(end)) => return self.login_ended(end, timeout),
             };
             self.error(refused);
-            self.outbox.send(format::NAME_PROMPT.into());
+            self.outbox.send(format::name_prompt());
         }
     }
 
@@ -247,7 +252,7 @@ impl Session {
                     "this server is private: log in with your account name".into(),
                 ));
             }
-            self.outbox.send(format::PASSWORD_PROMPT.into());
+            self.outbox.send(format::password_prompt());
             let password = self
                 .read_login_line(reader, deadline)
                 .map_err(Refusal::End)?;
@@ -296,16 +301,19 @@ impl Session {
             self.id
         );
         self.event("login");
-        self.notice(format_args!(
-            "hello {name}! type to chat, /help lists the commands"
-        ));
+        let role = if self.role == Role::Admin {
+            "admin"
+        } else {
+            "member"
+        };
+        self.outbox.send(format::welcome(&name, role));
         match &context.config.default_room {
             Some(room) => match registry.enter(self.id, room, Enter::Join) {
                 Ok((_, told)) => self.announce(told),
                 Err(e) => self.error(e),
             },
             None => {
-                self.notice("you are in the lobby: /list shows the rooms, /join ROOM enters one")
+                self.outbox.send(format::you_are_in(None, "are", &[]));
             }
         }
         Ok(())
@@ -353,26 +361,18 @@ impl Session {
         match command {
             Command::Say(text) => self.say(text),
             Command::Help => {
-                self.notice("commands:");
-                let admin = if self.role == Role::Admin {
-                    ADMIN_HELP
-                } else {
-                    &[]
-                };
-                for (usage, what) in HELP.iter().chain(admin) {
-                    self.notice(format_args!("  {usage:<16} {what}"));
+                let mut commands = HELP.to_vec();
+                if self.role == Role::Admin {
+                    commands.extend_from_slice(ADMIN_HELP);
                 }
+                self.outbox.send(format::help(&commands));
             }
             Command::List => {
-                let rooms = registry.rooms();
-                if rooms.is_empty() {
-                    self.notice("there are no rooms yet; /create ROOM makes one");
-                } else {
-                    self.notice(format_args!("rooms ({}):", rooms.len()));
-                    for room in rooms {
-                        self.notice(format_args!("  #{} ({} online)", room.name, room.members));
-                    }
-                }
+                self.outbox.send(format::rooms(&registry.rooms()));
+            }
+            Command::Mode(json) => {
+                self.outbox.set_json(json);
+                self.outbox.send(format::mode(json));
             }
             Command::Create(room) | Command::Join(room) => {
                 let how = if matches!(command, Command::Create(_)) {
@@ -400,21 +400,12 @@ impl Session {
             Command::Leave => match registry.leave(self.id) {
                 Ok((room, told)) => {
                     self.announce(told);
-                    self.notice(format_args!(
-                    "you left #{room} and are in the lobby: /list shows the rooms, /join ROOM enters one"
-                ))
+                    self.outbox.send(format::you_left(&room));
                 }
                 Err(e) => self.error(e),
             },
             Command::Who => {
-                let users = registry.users();
-                self.notice(format_args!("online ({}):", users.len()));
-                for user in users {
-                    match user.room {
-                        Some(room) => self.notice(format_args!("  {} in #{room}", user.name)),
-                        None => self.notice(format_args!("  {} in the lobby", user.name)),
-                    }
-                }
+                self.outbox.send(format::users(&registry.users()));
             }
             Command::Whisper { to, text } => self.whisper(to, text),
             Command::Quit => {
@@ -544,7 +535,7 @@ impl Session {
         let target_room = online.and_then(|f| f.room);
         let my_room = context.registry.room_of(self.id);
         if let Some(room) = &target_room {
-            context.registry.tell_room(room, Arc::clone(&line));
+            context.registry.tell_room(room, line.clone());
         }
         match my_room {
             Some(room) if target_room.as_deref() != Some(&*room) => {
@@ -613,12 +604,15 @@ impl Session {
     fn quit(&mut self) {
         self.leave_registry();
         let name = self.name.as_deref().unwrap_or("");
-        self.close_after(vec![format::notice(format_args!("goodbye, {name}"))]);
+        self.close_after(vec![format::notice_as(
+            "bye",
+            format_args!("goodbye, {name}"),
+        )]);
     }
 
     /// Sends `lines` and closes the connection once the store has delivered
     /// everything this client asked for before.
-    fn close_after(&self, lines: Vec<Arc<str>>) {
+    fn close_after(&self, lines: Vec<format::Line>) {
         let request = Request::Then {
             outbox: self.outbox.clone(),
             lines,
@@ -669,10 +663,6 @@ impl Session {
         {
             told.iter().for_each(Announcement::deliver);
         }
-    }
-
-    fn notice(&self, text: impl std::fmt::Display) {
-        self.outbox.send(format::notice(text));
     }
 
     fn error(&self, text: impl std::fmt::Display) {

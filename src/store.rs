@@ -19,8 +19,8 @@ use chrono::{DateTime, Local};
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
-use crate::format;
-use crate::limits::STORE_BATCH;
+use crate::format::{self, Line, Message};
+use crate::limits::{STORE_BATCH, STORE_BATCH_BYTES};
 use crate::names;
 use crate::outbox::Outbox;
 use crate::registry::{Announcement, ClientId, Registry};
@@ -131,10 +131,20 @@ pub enum Request {
         /// The client.
         outbox: Outbox,
         /// What to send.
-        lines: Vec<Arc<str>>,
+        lines: Vec<Line>,
         /// Close the connection after them.
         close: bool,
     },
+}
+
+impl Request {
+    /// Bytes of message text it carries.
+    fn text_len(&self) -> usize {
+        match self {
+            Request::Say { text, .. } | Request::Whisper { text, .. } => text.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// A failure to open or read the data directory.
@@ -188,7 +198,7 @@ pub struct Recovered {
     /// The number the next connection's thread gets.
     pub next_thread: u64,
     /// Every room known, with its last lines (oldest first), ready to send.
-    pub rooms: Vec<(String, Vec<Arc<str>>)>,
+    pub rooms: Vec<(String, Vec<Line>)>,
     /// Rows of `messages.csv` read.
     pub messages: u64,
     /// Rows that could not be read and were skipped.
@@ -253,12 +263,16 @@ impl Store {
 
     fn run(mut self, rx: Receiver<Request>, registry: &Registry) {
         let mut batch = Vec::with_capacity(STORE_BATCH);
-        let mut lines: Vec<Option<Arc<str>>> = Vec::with_capacity(STORE_BATCH);
+        let mut lines: Vec<Prepared> = Vec::with_capacity(STORE_BATCH);
         while let Ok(first) = rx.recv() {
+            let mut bytes = first.text_len();
             batch.push(first);
-            while batch.len() < STORE_BATCH {
+            while batch.len() < STORE_BATCH && bytes < STORE_BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(next) => batch.push(next),
+                    Ok(next) => {
+                        bytes += next.text_len();
+                        batch.push(next);
+                    }
                     Err(_) => break,
                 }
             }
@@ -270,7 +284,7 @@ impl Store {
                 );
             }
             for (request, line) in batch.drain(..).zip(lines.drain(..)) {
-                deliver(request, line, &now, written.is_ok(), registry);
+                deliver(request, line, written.is_ok(), registry);
             }
         }
         if let Err(e) = self.flush() {
@@ -279,22 +293,32 @@ impl Store {
     }
 
     /// Appends the batch to the files and flushes them; `lines` receives, for
-    /// each request, the line a room message is delivered as.
+    /// each request, the lines a message is delivered as.
     fn write(
         &mut self,
         batch: &[Request],
         now: &DateTime<Local>,
-        lines: &mut Vec<Option<Arc<str>>>,
+        lines: &mut Vec<Prepared>,
     ) -> Result<(), csv::Error> {
         let timestamp = format::file_time(now);
         let mut result = Ok(());
         for request in batch {
-            let mut line = None;
+            let mut line = Prepared::Nothing;
             let row = match request {
                 Request::Say {
                     room, sender, text, ..
                 } => {
-                    line = Some(format::chat(now, sender, text));
+                    line = Prepared::Chat(format::chat(
+                        now,
+                        &Message {
+                            id: self.next_id,
+                            time: &timestamp,
+                            room,
+                            from: sender,
+                            to: "",
+                            text,
+                        },
+                    ));
                     let row = MessageRow {
                         id: self.next_id,
                         timestamp: &timestamp,
@@ -312,6 +336,18 @@ impl Store {
                     text,
                     ..
                 } => {
+                    let message = Message {
+                        id: self.next_id,
+                        time: &timestamp,
+                        room: "",
+                        from: sender,
+                        to: recipient,
+                        text,
+                    };
+                    line = Prepared::Whisper {
+                        received: format::whisper_received(now, &message),
+                        sent: format::whisper_sent(now, &message),
+                    };
                     let row = MessageRow {
                         id: self.next_id,
                         timestamp: &timestamp,
@@ -351,14 +387,15 @@ impl Store {
     }
 }
 
+/// The lines a written message is delivered as.
+enum Prepared {
+    Nothing,
+    Chat(Line),
+    Whisper { received: Line, sent: Line },
+}
+
 /// Hands one written request to its recipients.
-fn deliver(
-    request: Request,
-    line: Option<Arc<str>>,
-    now: &DateTime<Local>,
-    saved: bool,
-    registry: &Registry,
-) {
+fn deliver(request: Request, line: Prepared, saved: bool, registry: &Registry) {
     match request {
         Request::Say {
             room,
@@ -366,8 +403,8 @@ fn deliver(
             from,
             ..
         } => match (saved, line) {
-            (true, Some(line)) => {
-                registry.deliver_to_room(&room, Arc::clone(&line), from_id);
+            (true, Prepared::Chat(line)) => {
+                registry.deliver_to_room(&room, line.clone(), from_id);
                 from.send(line);
             }
             _ => {
@@ -377,18 +414,20 @@ fn deliver(
             }
         },
         Request::Whisper {
-            sender,
             recipient,
-            text,
             from,
             to,
+            ..
         } => {
+            let Prepared::Whisper { received, sent } = line else {
+                return;
+            };
             if !saved {
                 from.send(format::error(
                     "your whisper could not be saved (the server's disk failed), so it was not sent; try again later",
                 ));
-            } else if to.send(format::whisper_received(now, &sender, &text)) {
-                from.send(format::whisper_sent(now, &sender, &recipient, &text));
+            } else if to.send(received) {
+                from.send(sent);
             } else {
                 from.send(format::error(format_args!(
                     "{recipient} left before your whisper arrived"
@@ -557,10 +596,21 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
 }
 
 /// A stored room message as it is replayed to a newcomer.
-fn history_line(record: &csv::ByteRecord) -> Option<Arc<str>> {
+fn history_line(record: &csv::ByteRecord) -> Option<Line> {
     let field = |i| std::str::from_utf8(&record[i]).ok();
-    let time = DateTime::parse_from_rfc3339(field(1)?).ok()?;
-    Some(format::chat(&time, field(3)?, field(5)?))
+    let stamp = field(1)?;
+    let time = DateTime::parse_from_rfc3339(stamp).ok()?;
+    Some(format::chat(
+        &time,
+        &Message {
+            id: field(0)?.parse().ok()?,
+            time: stamp,
+            room: field(2)?,
+            from: field(3)?,
+            to: "",
+            text: field(5)?,
+        },
+    ))
 }
 
 /// The highest thread number in `data.csv`, so numbering carries on.
@@ -710,7 +760,7 @@ mod tests {
         assert_eq!(recovered.skipped, 1);
         let names: Vec<&str> = recovered.rooms.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["Odd", "even"]);
-        let even: Vec<&str> = recovered.rooms[1].1.iter().map(|l| &**l).collect();
+        let even: Vec<&str> = recovered.rooms[1].1.iter().map(|l| l.text()).collect();
         assert_eq!(even.len(), 3);
         assert!(even[0].ends_with("u6: m, 6\n"), "{even:?}");
         assert!(even[2].ends_with("u10: m, 10\n"), "{even:?}");
@@ -718,7 +768,7 @@ mod tests {
             recovered
                 .rooms
                 .iter()
-                .all(|(_, lines)| lines.iter().all(|l| !l.contains("secret")))
+                .all(|(_, lines)| lines.iter().all(|l| !l.text().contains("secret")))
         );
     }
 

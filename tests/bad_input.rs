@@ -113,7 +113,7 @@ fn a_client_that_never_sends_a_name_is_disconnected_after_the_timeout() {
 
 #[test]
 fn a_client_that_stops_reading_is_dropped_and_nobody_else_slows_down() {
-    let (_dir, server) = server(&["--history", "5", "--max-line", "65536", "--rate", "0"]);
+    let (_dir, server) = server(&["--max-line", "65536", "--rate", "0"]);
     let stalled = server.join("stalled");
     let alice = server.join("alice");
     let mut bob = server.join("bob");
