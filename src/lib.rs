@@ -15,8 +15,10 @@
 //!    `messages.csv`, flushes, and only then hands it to the registry for
 //!    delivery. So nothing is shown before it is written.
 //! 5. Delivery puts one shared line ([`format`]) into each recipient's
-//!    [`outbox::Outbox`], a queue bounded in bytes that never blocks; its writer
-//!    drains it into the socket in batches.
+//!    [`outbox::Outbox`], a queue bounded in bytes that never blocks. A few
+//!    shared flusher threads ([`outbox::Flushers`]) drain the queues into the
+//!    sockets in batches, without ever blocking on a slow client; so a client
+//!    costs one thread and one descriptor.
 //!
 //! [`limits`] names every bound; [`config`] holds what the flags set.
 //! [`names`] has the rules for user and room names. [`table`] keeps the small

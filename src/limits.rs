@@ -47,19 +47,16 @@ pub const LINE_OVERHEAD: usize = 64 + MAX_NAME_CHARS * 4;
 /// Slack in every outbox beyond one full history replay: room for live traffic
 /// while a client catches up.
 pub const OUTBOX_SLACK: usize = 256 * 1024;
-/// A write that makes no progress for this long ends the client: a peer that
-/// stopped reading must not hold its thread forever.
-pub const WRITE_STALL: Duration = Duration::from_secs(10);
-/// Time given to the last `! ` line of a client being dropped.
-pub const LAST_WORDS: Duration = Duration::from_secs(1);
 /// After `/quit`, how long the server keeps reading (and discarding) what the
 /// client still sends, so that closing does not reset the goodbye away.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// Stack of a client's reader thread: parsing and formatting need little.
 pub const READER_STACK: usize = 128 * 1024;
-/// Stack of a client's writer thread: it only moves bytes.
-pub const WRITER_STACK: usize = 64 * 1024;
-/// Lines a writer gathers into one `write` call.
+/// Stack of a flusher thread: it only moves bytes.
+pub const FLUSHER_STACK: usize = 256 * 1024;
+/// Threads that write every client's queued lines to the sockets.
+pub const FLUSHERS: usize = 2;
+/// Lines a flusher gathers into one `sendmsg` call (at most `UIO_MAXIOV`).
 pub const WRITE_BATCH: usize = 256;
 /// Messages the store writes between two flushes at most.
 pub const STORE_BATCH: usize = 1024;

@@ -1,41 +1,72 @@
-//! The outgoing path of one client: a queue bounded in bytes, drained into the
-//! socket by a writer that batches what is queued into few `write` calls.
+//! The outgoing path of every client: a queue bounded in bytes per client,
+//! drained into the sockets by a few shared flusher threads.
 //!
 //! Everything else in the server only ever calls [`Outbox::send`], which never
-//! waits; how the bytes reach the socket can change without anyone noticing.
+//! waits. There is no writer thread per client: a client costs one thread (its
+//! reader) and one descriptor. A send puts the line at the back of the
+//! client's queue and, if the queue was idle, hands the client to its
+//! [`Flushers`] thread. That thread writes everything queued with one
+//! `sendmsg` that never blocks (`MSG_DONTWAIT`); what a full socket does not
+//! take waits for the socket to become writable again, which the flusher
+//! learns from `epoll`. Lines that pile up while a flusher is busy elsewhere
+//! go out together: the busier the server, the bigger each write.
 
-use std::io::{self, IoSlice, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
-
-use crossbeam_channel::{Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use crate::format::{self, Line};
-use crate::limits::{LAST_WORDS, WRITE_BATCH, WRITE_STALL, WRITER_STACK};
+use crate::limits::{FLUSHER_STACK, WRITE_BATCH};
 
-/// What the writer is asked to do.
-enum Item {
-    Line(Line),
-    /// Write what came before, then close the sending side.
+/// The epoll token of a flusher's own wake-up eventfd.
+const WAKE: u64 = u64::MAX;
+/// Events taken from epoll per call.
+const EVENTS: usize = 256;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How the queue ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Still taking lines.
+    Open,
+    /// Write what is queued, then close the sending side.
     Close,
-    /// The queue overflowed: drop what is queued, say so, close.
+    /// Too slow: drop what is queued, say so if the socket takes it, close.
     Overflow,
 }
 
-/// What the outbox and its writer both see.
-struct State {
+struct Queue {
+    lines: VecDeque<Line>,
+    /// Weight of the queued lines (see [`Line::weight`]).
+    bytes: usize,
+    /// Bytes of the front line already written.
+    offset: usize,
+    /// In its flusher's hands: ready to flush, or waiting for the socket.
+    scheduled: bool,
+    end: End,
+    /// Nothing more will be written.
+    finished: bool,
+}
+
+/// One client's outgoing state, shared by its [`Outbox`] handles and its
+/// flusher.
+struct Shared {
+    token: u64,
     stream: Arc<TcpStream>,
-    /// Bytes sent to the queue and not yet written.
-    queued: AtomicUsize,
+    flusher: Arc<Flusher>,
+    queue: Mutex<Queue>,
     limit: usize,
-    /// No more lines are taken.
-    closed: AtomicBool,
-    /// The client was found too slow: the writer drops its backlog.
-    overflowed: AtomicBool,
     /// The client asked for JSON lines (`/mode json`).
     json: AtomicBool,
+    live: Arc<Live>,
 }
 
 /// The queue of lines on their way to one client.
@@ -46,172 +77,553 @@ struct State {
 /// 3. At most `limit` bytes wait at any time; a client whose backlog would pass
 ///    that is too slow: it gets a last `! ` line if its socket still takes one,
 ///    and its connection is closed. Nobody else waits for it.
-/// 4. One writer per socket: only the writer thread writes to it.
-/// 5. When the last clone is dropped, the writer sends what is queued and
-///    closes the connection.
+/// 4. One writer per socket: only its flusher writes to it, one write at a time.
+/// 5. After [`close`](Outbox::close), what was queued is written, then the
+///    sending side of the connection is shut.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: Sender<Item>,
-    state: Arc<State>,
+    shared: Arc<Shared>,
 }
 
 impl Outbox {
-    /// Starts the writer of `stream`, which may hold `limit` bytes queued.
-    pub fn spawn(stream: Arc<TcpStream>, limit: usize, name: String) -> io::Result<Outbox> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        stream.set_write_timeout(Some(WRITE_STALL))?;
-        let state = Arc::new(State {
-            stream,
-            queued: AtomicUsize::new(0),
-            limit,
-            closed: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
-            json: AtomicBool::new(false),
-        });
-        let writer = Writer {
-            rx,
-            state: Arc::clone(&state),
-        };
-        thread::Builder::new()
-            .name(name)
-            .stack_size(WRITER_STACK)
-            .spawn(move || writer.run())?;
-        Ok(Outbox { tx, state })
-    }
-
     /// Queues a line. Returns false if the client is gone or was just found
     /// too slow; the line is then dropped.
     pub fn send(&self, line: Line) -> bool {
-        let state = &self.state;
-        if state.closed.load(Ordering::Acquire) {
+        let shared = &self.shared;
+        let mut queue = lock(&shared.queue);
+        if queue.end != End::Open || queue.finished {
             return false;
         }
-        let len = line.weight();
-        let before = state.queued.fetch_add(len, Ordering::AcqRel);
-        if before + len > state.limit {
-            state.queued.fetch_sub(len, Ordering::AcqRel);
-            self.overflow();
+        let weight = line.weight();
+        if queue.bytes + weight > shared.limit {
+            log::warn!(
+                "dropping client {}: it stopped reading ({} bytes waiting)",
+                shared.token,
+                queue.bytes
+            );
+            queue.end = End::Overflow;
+            self.schedule(queue);
+            // Wake the client's reader so that it leaves its room at once.
+            let _ = shared.stream.shutdown(Shutdown::Read);
             return false;
         }
-        if self.tx.send(Item::Line(line)).is_err() {
-            state.closed.store(true, Ordering::Release);
-            return false;
-        }
+        queue.lines.push_back(line);
+        queue.bytes += weight;
+        self.schedule(queue);
         true
+    }
+
+    /// Hands the client to its flusher unless it has it already.
+    fn schedule(&self, mut queue: MutexGuard<'_, Queue>) {
+        if !queue.scheduled {
+            queue.scheduled = true;
+            drop(queue);
+            self.shared.flusher.ready(Arc::clone(&self.shared));
+        }
     }
 
     /// Sends what is queued, then closes the sending side of the connection.
     /// Lines sent after this are dropped.
     pub fn close(&self) {
-        if !self.state.closed.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Item::Close);
+        let mut queue = lock(&self.shared.queue);
+        if queue.end == End::Open {
+            queue.end = End::Close;
+            self.schedule(queue);
         }
-    }
-
-    /// Chooses the rendering of the lines not yet written: JSON or text.
-    pub fn set_json(&self, json: bool) {
-        self.state.json.store(json, Ordering::Release);
     }
 
     /// True once the outbox takes no more lines.
     pub fn is_closed(&self) -> bool {
-        self.state.closed.load(Ordering::Acquire)
+        let queue = lock(&self.shared.queue);
+        queue.end != End::Open || queue.finished
     }
 
-    fn overflow(&self) {
-        self.state.overflowed.store(true, Ordering::Release);
-        if !self.state.closed.swap(true, Ordering::AcqRel) {
-            log::warn!(
-                "dropping a client that stopped reading ({} bytes queued)",
-                self.state.queued.load(Ordering::Relaxed)
-            );
-            // Wake the client's reader so it leaves its room at once.
-            let _ = self.state.stream.shutdown(Shutdown::Read);
-            let _ = self.tx.send(Item::Overflow);
+    /// Chooses the rendering of the lines not yet written: JSON or text.
+    pub fn set_json(&self, json: bool) {
+        self.shared.json.store(json, Ordering::Release);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        lock(&self.flusher.clients).remove(&self.token);
+        let finished = lock(&self.queue).finished;
+        if !finished {
+            // Every handle is gone without a close: end the connection anyway.
+            let _ = self.stream.shutdown(Shutdown::Both);
+            self.live.done();
         }
     }
 }
 
-/// The writer thread's half: it drains the queue into the socket.
-struct Writer {
-    rx: Receiver<Item>,
-    state: Arc<State>,
+/// How many outboxes are not finished, for shutdown to wait on.
+#[derive(Default)]
+struct Live {
+    count: Mutex<usize>,
+    changed: Condvar,
 }
 
-impl Writer {
-    fn run(self) {
-        let mut batch: Vec<Line> = Vec::with_capacity(WRITE_BATCH);
-        let how = loop {
-            let first = match self.rx.recv() {
-                Ok(item) => item,
-                // Every outbox is gone and everything queued was written.
-                Err(_) => break Shutdown::Both,
-            };
-            let mut end = None;
-            let mut item = Some(first);
-            while let Some(next) = item.take() {
-                match next {
-                    Item::Line(line) => batch.push(line),
-                    Item::Close => {
-                        end = Some(Shutdown::Write);
-                        break;
-                    }
-                    Item::Overflow => {
-                        end = Some(Shutdown::Both);
-                        break;
-                    }
-                }
-                if batch.len() < WRITE_BATCH {
-                    item = self.rx.try_recv().ok();
-                }
-            }
-            if self.state.overflowed.load(Ordering::Acquire) {
-                self.last_words();
-                break Shutdown::Both;
-            }
-            let bytes: usize = batch.iter().map(Line::weight).sum();
-            let json = self.state.json.load(Ordering::Acquire);
-            let written = write_all(&self.state.stream, &batch, json);
-            batch.clear();
-            self.state.queued.fetch_sub(bytes, Ordering::AcqRel);
-            if let Err(e) = written {
-                log::debug!("writing to a client failed: {e}");
-                self.state.closed.store(true, Ordering::Release);
-                break Shutdown::Both;
-            }
-            if let Some(how) = end {
-                break how;
-            }
+impl Live {
+    fn add(&self) {
+        *lock(&self.count) += 1;
+    }
+
+    fn done(&self) {
+        let mut count = lock(&self.count);
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// One flusher thread's state.
+struct Flusher {
+    epoll: OwnedFd,
+    wake: OwnedFd,
+    /// Outboxes handed over since the thread last looked.
+    ready: Mutex<Vec<Arc<Shared>>>,
+    /// Outboxes by token, to find the one an epoll event is about.
+    clients: Mutex<HashMap<u64, Weak<Shared>>>,
+    stop: AtomicBool,
+}
+
+impl Flusher {
+    fn new() -> io::Result<Flusher> {
+        // SAFETY: plain syscalls; each result is checked before it is owned.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `epoll` is a fresh descriptor that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        // SAFETY: as above.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if wake < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `wake` is a fresh descriptor that nothing else owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        let flusher = Flusher {
+            epoll,
+            wake,
+            ready: Mutex::new(Vec::new()),
+            clients: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
         };
-        let _ = self.state.stream.shutdown(how);
+        flusher.watch(flusher.wake.as_raw_fd(), WAKE, libc::EPOLLIN as u32)?;
+        Ok(flusher)
     }
 
-    /// The `! ` line of a client dropped for not reading, if its socket takes it.
-    fn last_words(&self) {
-        let _ = self.state.stream.set_write_timeout(Some(LAST_WORDS));
-        let line =
-            format::error("disconnected: you stopped reading and too much was waiting for you");
-        let json = self.state.json.load(Ordering::Acquire);
-        let _ = (&*self.state.stream).write_all(line.for_mode(json).as_bytes());
+    /// Adds a descriptor to the epoll set.
+    fn watch(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: both descriptors are open; `event` lives across the call.
+        let done =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if done < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Hands an outbox to the thread, waking it if it may be asleep.
+    fn ready(&self, shared: Arc<Shared>) {
+        let mut ready = lock(&self.ready);
+        let was_empty = ready.is_empty();
+        ready.push(shared);
+        drop(ready);
+        if was_empty {
+            self.wake_up();
+        }
+    }
+
+    fn wake_up(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+
+    /// The thread: waits for handed-over outboxes and writable sockets, and
+    /// flushes each, round after round, until stopped with nothing left.
+    fn run(&self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let mut round: VecDeque<Arc<Shared>> = VecDeque::new();
+        let mut batch: Vec<Line> = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            let timeout = if round.is_empty() { 200 } else { 0 };
+            // SAFETY: `events` has room for EVENTS entries and lives across the call.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    EVENTS as libc::c_int,
+                    timeout,
+                )
+            };
+            for event in events.iter().take(usize::try_from(n).unwrap_or(0)) {
+                let token = event.u64;
+                if token == WAKE {
+                    let mut sink: u64 = 0;
+                    // SAFETY: reads 8 bytes into a live u64 from our own eventfd.
+                    unsafe {
+                        libc::read(
+                            self.wake.as_raw_fd(),
+                            (&mut sink as *mut u64).cast(),
+                            std::mem::size_of::<u64>(),
+                        );
+                    }
+                } else if let Some(shared) = lock(&self.clients).get(&token).and_then(Weak::upgrade)
+                {
+                    // The socket takes bytes again: flush it if it waits.
+                    if lock(&shared.queue).scheduled {
+                        round.push_back(shared);
+                    }
+                }
+            }
+            round.extend(lock(&self.ready).drain(..));
+            if round.is_empty() {
+                if self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                continue;
+            }
+            for _ in 0..round.len() {
+                let Some(shared) = round.pop_front() else {
+                    break;
+                };
+                if flush(&shared, &mut batch) == Flushed::More {
+                    round.push_back(shared);
+                }
+            }
+        }
     }
 }
 
-/// Writes every line, in order, in as few calls as the socket allows.
-fn write_all(mut stream: &TcpStream, lines: &[Line], json: bool) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = lines
-        .iter()
-        .map(|l| l.for_mode(json))
-        .filter(|s| !s.is_empty())
-        .map(|s| IoSlice::new(s.as_bytes()))
-        .collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        match stream.write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// What one flush left to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Flushed {
+    /// Nothing: the queue is empty, finished, or waits for the socket.
+    Idle,
+    /// More is queued (or a close is due): flush again next round.
+    More,
+}
+
+/// Writes what one outbox has queued, without blocking.
+fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
+    let json = shared.json.load(Ordering::Acquire);
+    let offset;
+    {
+        let mut queue = lock(&shared.queue);
+        if queue.finished {
+            return Flushed::Idle;
+        }
+        if queue.end == End::Overflow {
+            queue.lines.clear();
+            queue.bytes = 0;
+            queue.finished = true;
+            drop(queue);
+            last_words(shared, json);
+            finish(shared, Shutdown::Both);
+            return Flushed::Idle;
+        }
+        if queue.lines.is_empty() {
+            if queue.end == End::Close {
+                queue.finished = true;
+                drop(queue);
+                finish(shared, Shutdown::Write);
+                return Flushed::Idle;
+            }
+            queue.scheduled = false;
+            return Flushed::Idle;
+        }
+        offset = queue.offset;
+        batch.extend(queue.lines.iter().take(WRITE_BATCH).cloned());
+    }
+
+    let written = write_some(&shared.stream, batch, offset, json);
+    let result = match written {
+        Ok(written) => {
+            let mut queue = lock(&shared.queue);
+            // Pop the lines written whole; remember how far into the next.
+            let mut left = written + offset;
+            let mut popped = 0;
+            for line in batch.iter() {
+                let len = line.for_mode(json).len();
+                if left >= len {
+                    left -= len;
+                    popped += line.weight();
+                    queue.lines.pop_front();
+                } else {
+                    break;
+                }
+            }
+            queue.offset = left;
+            queue.bytes -= popped;
+            if queue.lines.is_empty() && queue.end == End::Open {
+                queue.scheduled = false;
+                Flushed::Idle
+            } else {
+                // More came, a close is due, or the socket took only part:
+                // try again next round (a full socket then says WouldBlock).
+                Flushed::More
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Flushed::Idle,
+        Err(e) => {
+            log::debug!("writing to client {} failed: {e}", shared.token);
+            let mut queue = lock(&shared.queue);
+            queue.lines.clear();
+            queue.bytes = 0;
+            queue.finished = true;
+            drop(queue);
+            finish(shared, Shutdown::Both);
+            Flushed::Idle
+        }
+    };
+    batch.clear();
+    result
+}
+
+/// Writes as much of `lines` (the first from `offset` on) as the socket takes
+/// now. Returns the bytes written.
+fn write_some(stream: &TcpStream, lines: &[Line], offset: usize, json: bool) -> io::Result<usize> {
+    let mut slices: Vec<libc::iovec> = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let text = line.for_mode(json).as_bytes();
+        let text = if i == 0 {
+            &text[offset.min(text.len())..]
+        } else {
+            text
+        };
+        if !text.is_empty() {
+            slices.push(libc::iovec {
+                iov_base: text.as_ptr() as *mut libc::c_void,
+                iov_len: text.len(),
+            });
         }
     }
-    Ok(())
+    if slices.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: a zeroed msghdr is valid; we set only the iovec fields.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = slices.as_mut_ptr();
+    message.msg_iovlen = slices.len().min(libc::UIO_MAXIOV as usize) as _;
+    loop {
+        // SAFETY: every iovec points into a `Line` that `lines` keeps alive
+        // across the call; the socket is open while `stream` lives.
+        let sent = unsafe {
+            libc::sendmsg(
+                stream.as_raw_fd(),
+                &message,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// The `! ` line of a client dropped for not reading, if its socket takes it.
+fn last_words(shared: &Shared, json: bool) {
+    let line = format::error("disconnected: you stopped reading and too much was waiting for you");
+    let _ = write_some(&shared.stream, &[line], 0, json);
+}
+
+/// Shuts the connection and counts the outbox as finished.
+fn finish(shared: &Shared, how: Shutdown) {
+    let _ = shared.stream.shutdown(how);
+    shared.live.done();
+}
+
+/// The flusher threads of one server.
+///
+/// Promises:
+/// 1. A fixed number of threads, whatever the number of clients.
+/// 2. Each outbox is flushed by one thread only, so its lines keep their order.
+/// 3. [`stop`](Flushers::stop) returns once every thread has ended.
+pub struct Flushers {
+    flushers: Vec<Arc<Flusher>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    next: AtomicUsize,
+    live: Arc<Live>,
+}
+
+impl Flushers {
+    /// Starts `threads` flusher threads.
+    pub fn start(threads: usize) -> io::Result<Flushers> {
+        let mut flushers = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let flusher = Arc::new(Flusher::new()?);
+            let for_thread = Arc::clone(&flusher);
+            handles.push(
+                thread::Builder::new()
+                    .name(format!("flusher-{i}"))
+                    .stack_size(FLUSHER_STACK)
+                    .spawn(move || for_thread.run())?,
+            );
+            flushers.push(flusher);
+        }
+        Ok(Flushers {
+            flushers,
+            threads: Mutex::new(handles),
+            next: AtomicUsize::new(0),
+            live: Arc::new(Live::default()),
+        })
+    }
+
+    /// An outbox for `stream` holding at most `limit` bytes; `token` names the
+    /// client (unique while it lives).
+    pub fn outbox(&self, stream: Arc<TcpStream>, limit: usize, token: u64) -> io::Result<Outbox> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.flushers.len();
+        let flusher = Arc::clone(&self.flushers[index]);
+        let shared = Arc::new(Shared {
+            token,
+            stream: Arc::clone(&stream),
+            flusher: Arc::clone(&flusher),
+            queue: Mutex::new(Queue {
+                lines: VecDeque::new(),
+                bytes: 0,
+                offset: 0,
+                scheduled: false,
+                end: End::Open,
+                finished: false,
+            }),
+            limit,
+            json: AtomicBool::new(false),
+            live: Arc::clone(&self.live),
+        });
+        lock(&flusher.clients).insert(token, Arc::downgrade(&shared));
+        // Edge-triggered: one event each time a full socket takes bytes again.
+        flusher.watch(
+            stream.as_raw_fd(),
+            token,
+            (libc::EPOLLOUT | libc::EPOLLET) as u32,
+        )?;
+        self.live.add();
+        Ok(Outbox { shared })
+    }
+
+    /// Waits until every outbox has written what it had and closed, or the
+    /// deadline passes. Returns false on the deadline.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut count = lock(&self.live.count);
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = self
+                .live
+                .changed
+                .wait_timeout(count, left)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    /// Stops the threads once they have nothing left to do, and joins them.
+    pub fn stop(&self) {
+        for flusher in &self.flushers {
+            flusher.stop.store(true, Ordering::Release);
+            flusher.wake_up();
+        }
+        for handle in lock(&self.threads).drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (Arc::new(server), client)
+    }
+
+    #[test]
+    fn lines_arrive_whole_and_in_order_and_close_ends_the_stream() {
+        let flushers = Flushers::start(2).unwrap();
+        let (server, client) = pair();
+        let outbox = flushers.outbox(server, 1 << 20, 1).unwrap();
+        for i in 0..10_000 {
+            assert!(outbox.send(format::notice(format_args!("line {i}"))));
+        }
+        outbox.close();
+        assert!(!outbox.send(format::notice("after close")));
+        let lines: Vec<String> = BufReader::new(client).lines().map(Result::unwrap).collect();
+        assert_eq!(lines.len(), 10_000);
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line, &format!("* line {i}"));
+        }
+        assert!(flushers.wait_idle(Instant::now() + Duration::from_secs(5)));
+        flushers.stop();
+    }
+
+    #[test]
+    fn a_reader_that_stops_reading_is_cut_off_and_memory_stays_bounded() {
+        let flushers = Flushers::start(1).unwrap();
+        let (server, mut client) = pair();
+        let outbox = flushers.outbox(server, 64 * 1024, 1).unwrap();
+        let big = "x".repeat(1000);
+        let mut accepted = 0;
+        for _ in 0..100_000 {
+            if !outbox.send(format::notice(&big)) {
+                break;
+            }
+            accepted += 1;
+        }
+        assert!(accepted < 100_000, "the queue never filled");
+        assert!(outbox.is_closed());
+        // The reader gets at most what was accepted, then the end.
+        let mut received = Vec::new();
+        let _ = client.read_to_end(&mut received);
+        assert!(received.len() <= (accepted + 1) * 1003 + 200);
+        flushers.stop();
+    }
+
+    #[test]
+    fn json_clients_get_the_json_rendering() {
+        let flushers = Flushers::start(1).unwrap();
+        let (server, client) = pair();
+        let outbox = flushers.outbox(server, 1 << 20, 1).unwrap();
+        outbox.set_json(true);
+        outbox.send(format::error("nope"));
+        outbox.send(Line::new("text only\n", ""));
+        outbox.send(format::notice("yes"));
+        outbox.close();
+        let lines: Vec<String> = BufReader::new(client).lines().map(Result::unwrap).collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"type":"error","text":"nope"}"#,
+                r#"{"type":"notice","text":"yes"}"#
+            ]
+        );
+        flushers.stop();
+    }
 }

@@ -438,16 +438,28 @@ impl Registry {
         }
     }
 
-    /// Tells everyone in `room` (the lobby: nobody).
-    pub fn tell_room(&self, room: &str, line: Line) {
-        let members = self
-            .lock()
-            .rooms
-            .get(&names::fold(room))
-            .map(|r| Arc::clone(&r.members));
-        if let Some(members) = members {
-            tell(&members, ClientId::MAX, &line);
-        }
+    /// An announcement to one client only.
+    pub fn to_client(&self, outbox: Outbox, line: Line) -> Option<Announcement> {
+        Some(Announcement {
+            members: Arc::new(vec![Member {
+                id: ClientId::MAX - 1,
+                name: "".into(),
+                outbox,
+            }]),
+            except: ClientId::MAX,
+            line,
+        })
+    }
+
+    /// An announcement to everyone now in `room`, for the caller to deliver
+    /// (through the store, after what it records).
+    pub fn to_room(&self, room: &str, line: Line) -> Option<Announcement> {
+        let members = Arc::clone(&self.lock().rooms.get(&names::fold(room))?.members);
+        Some(Announcement {
+            members,
+            except: ClientId::MAX,
+            line,
+        })
     }
 
     /// The name of the room the client is in; `None` in the lobby.

@@ -23,8 +23,9 @@ use crate::format;
 use crate::limits::{
     ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_POLL, READER_STACK, SHUTDOWN_GRACE,
 };
-use crate::limits::{LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_PER_IP};
+use crate::limits::{FLUSHERS, LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_PER_IP};
 use crate::moderation::{Bans, LoginFailures, Mutes};
+use crate::outbox::Flushers;
 use crate::registry::Registry;
 use crate::session;
 use crate::store::{Recovered, Request, Store, StoreError};
@@ -69,6 +70,8 @@ pub(crate) struct Context {
     pub(crate) mutes: Mutes,
     /// Failed logins per address.
     pub(crate) failures: LoginFailures,
+    /// The threads that write to the sockets.
+    pub(crate) flushers: Flushers,
 }
 
 /// One connection's place in the counts of [`Context`]; given back on drop,
@@ -194,6 +197,7 @@ impl Server {
             bans: Bans::open(&data_dir),
             mutes: Mutes::default(),
             failures: LoginFailures::new(LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW),
+            flushers: Flushers::start(FLUSHERS)?,
         });
         // Every client thread holds a clone; when all are dropped, all are done.
         let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
@@ -217,10 +221,24 @@ impl Server {
         if alive_rx.recv_deadline(deadline) == Err(RecvTimeoutError::Timeout) {
             log::warn!("some clients did not finish within {SHUTDOWN_GRACE:?}");
         }
-        drop(context);
+        let flushers_done = context.flushers.wait_idle(Instant::now() + SHUTDOWN_GRACE);
+        let Ok(context) = Arc::try_unwrap(context) else {
+            log::warn!("a client thread is still running at exit");
+            return Ok(());
+        };
+        let Context {
+            store, flushers, ..
+        } = context;
+        drop(store);
         if store_thread.join().is_err() {
             log::error!("the store thread panicked");
         }
+        // The store may have delivered the last messages after the goodbyes;
+        // the flushers finish what they can, then stop.
+        if !flushers_done {
+            log::warn!("some clients were not sent everything before exit");
+        }
+        flushers.stop();
         Ok(())
     }
 }

@@ -37,17 +37,17 @@ pub(crate) fn serve(
     slot: Slot,
 ) {
     let stream = Arc::new(stream);
-    let outbox = match Outbox::spawn(
-        Arc::clone(&stream),
-        context.config.outbox_bytes(),
-        format!("writer-{id}"),
-    ) {
-        Ok(outbox) => outbox,
-        Err(e) => {
-            log::warn!("{addr} dropped: cannot start its writer: {e}");
-            return;
-        }
-    };
+    let outbox =
+        match context
+            .flushers
+            .outbox(Arc::clone(&stream), context.config.outbox_bytes(), id)
+        {
+            Ok(outbox) => outbox,
+            Err(e) => {
+                log::warn!("{addr} dropped: cannot watch its socket: {e}");
+                return;
+            }
+        };
     context
         .registry
         .connect(id, outbox.clone(), Arc::clone(&stream), addr.ip());
@@ -532,20 +532,31 @@ impl Session {
         log::info!("{announcement}");
         self.event_named(record.trim_end().to_string(), &me);
         let line = format::notice(announcement);
+        let line_for_target = line.clone();
         let target_room = online.and_then(|f| f.room);
         let my_room = context.registry.room_of(self.id);
+        let mut told = Vec::new();
         if let Some(room) = &target_room {
-            context.registry.tell_room(room, line.clone());
+            told.extend(context.registry.to_room(room, line.clone()));
         }
         match my_room {
             Some(room) if target_room.as_deref() != Some(&*room) => {
-                context.registry.tell_room(&room, line)
+                told.extend(context.registry.to_room(&room, line));
             }
             Some(_) => {}
             None => {
                 self.outbox.send(line);
             }
         }
+        // A muted or unmuted user in the lobby hears of it directly.
+        if matches!(command, Command::Mute { .. } | Command::Unmute(_))
+            && target_room.is_none()
+            && let Some((_, outbox)) = context.registry.find(&shown)
+        {
+            told.extend(context.registry.to_client(outbox, line_for_target));
+        }
+        // Through the store: the room hears of it once data.csv has it.
+        self.announce(told);
         Ok(())
     }
 

@@ -89,7 +89,11 @@ fn a_private_server_asks_for_a_password_and_turns_guests_away() {
     guest.expect(|l| l.starts_with("! ") && l.contains("private"));
     guest.expect(|l| l == "Name:");
     let mut bob = server.login("bob", BOB_PW);
-    bob.expect_line("* you joined #general");
+    assert!(
+        bob.seen
+            .iter()
+            .any(|l| l.starts_with("* you joined #general"))
+    );
     bob.send("hello team");
     bob.expect_line("bob: hello team");
 }

@@ -92,6 +92,7 @@ impl TestServer {
         let mut client = self.connect_raw();
         client.send(name);
         client.expect(|l| l.starts_with("* ") && l.contains(name) && l.contains("hello"));
+        client.expect(|l| l.starts_with("* you joined") || l.contains("lobby"));
         client
     }
 
@@ -102,6 +103,7 @@ impl TestServer {
         client.expect(|l| l == "Password:");
         client.send(password);
         client.expect(|l| l.starts_with("* hello "));
+        client.expect(|l| l.starts_with("* you joined") || l.contains("lobby"));
         client
     }
 
