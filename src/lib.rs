@@ -30,4 +30,5 @@ pub mod registry;
 pub mod server;
 mod session;
 pub mod store;
+pub mod tail;
 pub mod wire;
