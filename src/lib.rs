@@ -31,4 +31,5 @@ pub mod server;
 mod session;
 pub mod store;
 pub mod tail;
+pub mod view;
 pub mod wire;
