@@ -18,6 +18,14 @@
 //!
 //! [`limits`] names every bound; [`config`] holds what the flags set.
 //! [`names`] has the rules for user and room names.
+//!
+//! The files are read back by the two viewers:
+//!
+//! - [`tail`] follows a CSV file by byte offset (half-written rows wait for
+//!   their line end; truncation, replacement and a late file are handled) and
+//!   finds the last N rows of a big file by scanning back from its end.
+//! - [`view`] turns the rows into a chat (`list_messages`: plain lines, or a
+//!   full-screen ratatui view) and a log (`message_logs`, with `--stats`).
 
 pub mod command;
 pub mod config;
