@@ -271,15 +271,18 @@ struct OpenFile {
 /// Promises:
 /// 1. Reads every byte once, in order; memory does not grow with the file.
 /// 2. Hands out only complete rows (see [`RowReader`]).
-/// 3. Never fails because the file is missing: it waits for it, and picks it
-///    up (from [`Start`]) when it appears.
+/// 3. Never fails because the file is missing: it waits for it. [`Start`]
+///    applies to the file found at the first look; a file that appears later
+///    is read from its first row, as all of it is new.
 /// 4. Starts over, with [`TailEvent::Restarted`], when the file is truncated
-///    or replaced; the rest of a replaced file is read before the switch.
+///    or replaced (reading the new file from its first row); the rest of a
+///    replaced file is read before the switch.
 pub struct Tail {
     path: PathBuf,
     start: Start,
     filter: RowFilter,
     open: Option<OpenFile>,
+    first_look: bool,
     buf: Vec<u8>,
     bytes_read: u64,
 }
@@ -292,6 +295,7 @@ impl Tail {
             start,
             filter: Box::new(|_| true),
             open: None,
+            first_look: true,
             buf: vec![0; READ_CHUNK],
             bytes_read: 0,
         }
@@ -390,6 +394,7 @@ impl Tail {
     }
 
     fn try_open(&mut self, on: &mut dyn FnMut(TailEvent<'_>)) -> io::Result<bool> {
+        let first_look = std::mem::replace(&mut self.first_look, false);
         let file = match File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -397,6 +402,9 @@ impl Tail {
         };
         let meta = file.metadata()?;
         let offset = match self.start {
+            // A file that appears (or replaces another) after the first look
+            // holds only rows written since: all of them are new.
+            _ if !first_look => 0,
             Start::Beginning => 0,
             Start::LastRows(n) => {
                 let (offset, scanned) = find_start(&file, meta.len(), n, &mut self.filter)?;
@@ -664,11 +672,11 @@ mod tests {
     fn a_file_that_appears_late_is_picked_up() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.csv");
-        let mut tail = Tail::new(&path, Start::LastRows(10));
+        let mut tail = Tail::new(&path, Start::LastRows(1));
         assert!(collect(&mut tail).is_empty());
         assert!(!tail.is_open());
-        append(&path, "id,x\n1,a\n");
-        assert_eq!(collect(&mut tail), ["1"]);
+        append(&path, "id,x\n0,z\n1,a\n");
+        assert_eq!(collect(&mut tail), ["0", "1"], "all of a late file is new");
         append(&path, "2,b\n3,");
         assert_eq!(collect(&mut tail), ["2"]);
         append(&path, "c\n");

@@ -334,6 +334,7 @@ fn append(path: &Path, text: &str) {
 struct Follower {
     child: Child,
     lines: Receiver<String>,
+    errors: Receiver<String>,
 }
 
 impl Follower {
@@ -348,12 +349,20 @@ impl Follower {
             .unwrap();
         let lines = lines_of(child.stdout.take().unwrap());
         let errors = lines_of(child.stderr.take().unwrap());
-        thread::spawn(move || while errors.recv().is_ok() {});
-        Follower { child, lines }
+        Follower {
+            child,
+            lines,
+            errors,
+        }
     }
 
     fn expect(&self, want: impl Fn(&str) -> bool) -> Vec<String> {
         wait_for_line(&self.lines, want)
+    }
+
+    /// Waits until the viewer says it is waiting for its file to appear.
+    fn expect_waiting(&self) {
+        wait_for_line(&self.errors, |l| l.starts_with("waiting for "));
     }
 }
 
@@ -369,6 +378,7 @@ fn following_waits_for_the_file_for_whole_rows_and_starts_over_when_truncated() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("messages.csv");
     let follower = Follower::start(LIST, dir.path(), &["--follow"]);
+    follower.expect_waiting();
 
     // The file appears after the viewer started.
     append(&path, HEADER);
@@ -411,6 +421,7 @@ fn following_waits_for_the_file_for_whole_rows_and_starts_over_when_truncated() 
 fn message_logs_follows_a_real_server_live() {
     let dir = tempfile::tempdir().unwrap();
     let follower = Follower::start(LOGS, dir.path(), &["--follow", "--tail", "0"]);
+    follower.expect_waiting();
     let server = Server::start(dir.path());
     let _carol = Client::join(&server, "carol");
     follower.expect(|l| l.contains("login") && l.ends_with("carol"));
