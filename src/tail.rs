@@ -71,6 +71,16 @@ impl<'a> RawRow<'a> {
         self.fields.get(start..end)
     }
 
+    /// All fields' bytes, one after another (see [`RawRow::field_ends`]).
+    pub fn concatenated(&self) -> &'a [u8] {
+        self.fields
+    }
+
+    /// Where each field ends in [`RawRow::concatenated`].
+    pub fn field_ends(&self) -> &'a [usize] {
+        self.ends
+    }
+
     /// The fields in order.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))

@@ -1,7 +1,7 @@
 //! Which messages a viewer shows: a room and a search text, both optional.
 
 use crate::names;
-use crate::view::row::Message;
+use crate::view::row::MessageRef;
 
 /// A room and a search, as the user typed them.
 ///
@@ -54,14 +54,14 @@ impl Filter {
     }
 
     /// True when `m` is to be shown.
-    pub fn matches(&self, m: &Message) -> bool {
+    pub fn matches(&self, m: &MessageRef<'_>) -> bool {
         if let Some((_, room)) = &self.room
-            && (m.is_whisper() || names::fold(&m.room) != *room)
+            && (m.is_whisper() || names::fold(m.room) != *room)
         {
             return false;
         }
         if let Some((_, needle)) = &self.search {
-            return [&m.text, &m.sender, &m.recipient, &m.room]
+            return [m.text, m.sender, m.recipient, m.room]
                 .iter()
                 .any(|field| contains_folded(field, needle));
         }
@@ -86,7 +86,7 @@ fn contains_folded(haystack: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::row::Stamp;
+    use crate::view::row::{Message, Stamp};
 
     fn message(room: &str, recipient: &str, text: &str) -> Message {
         Message {
@@ -103,19 +103,19 @@ mod tests {
     #[test]
     fn a_room_filter_ignores_case_and_hash_and_leaves_out_whispers() {
         let filter = Filter::default().with_room(Some("#General"));
-        assert!(filter.matches(&message("general", "", "hi")));
-        assert!(!filter.matches(&message("dev", "", "hi")));
-        assert!(!filter.matches(&message("", "bob", "hi")));
+        assert!(filter.matches(&message("general", "", "hi").borrowed()));
+        assert!(!filter.matches(&message("dev", "", "hi").borrowed()));
+        assert!(!filter.matches(&message("", "bob", "hi").borrowed()));
     }
 
     #[test]
     fn a_search_finds_text_and_names_in_any_case() {
         let filter = Filter::default().with_search(Some("HeLLo"));
-        assert!(filter.matches(&message("general", "", "well hello there")));
-        assert!(!filter.matches(&message("general", "", "bye")));
+        assert!(filter.matches(&message("general", "", "well hello there").borrowed()));
+        assert!(!filter.matches(&message("general", "", "bye").borrowed()));
         let by_name = Filter::default().with_search(Some("bob"));
-        assert!(by_name.matches(&message("", "Bob", "psst")));
+        assert!(by_name.matches(&message("", "Bob", "psst").borrowed()));
         let accented = Filter::default().with_search(Some("ÇA"));
-        assert!(accented.matches(&message("general", "", "ça va")));
+        assert!(accented.matches(&message("general", "", "ça va").borrowed()));
     }
 }

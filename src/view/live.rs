@@ -20,7 +20,7 @@ use ratatui::backend::CrosstermBackend;
 
 use crate::store::MESSAGE_COLUMNS;
 use crate::tail::{Progress, Tail, TailEvent};
-use crate::view::row::{Parsed, check_header, parse_message};
+use crate::view::row::{Parsed, check_header, parse_message, parse_message_ref};
 use crate::view::screen::{Action, App, Item, OLDER_PAGE};
 use crate::view::{POLL_INTERVAL, ViewError};
 
@@ -107,7 +107,8 @@ pub fn load_older(tail: &mut Tail, app: &mut App) -> io::Result<()> {
         before,
         OLDER_PAGE,
         &mut |row| {
-            filter.is_empty() || matches!(parse_message(row), Parsed::Row(m) if filter.matches(&m))
+            filter.is_empty()
+                || matches!(parse_message_ref(row), Parsed::Row(m) if filter.matches(&m))
         },
         &mut |event| {
             if let TailEvent::Row(row) = event {

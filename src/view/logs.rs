@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::names;
 use crate::store::{EVENT_COLUMNS, EVENTS_FILE, MESSAGES_FILE};
 use crate::tail::{RowFilter, Start, Tail, TailEvent};
-use crate::view::row::{Event, Parsed, check_header, parse_event, parse_message};
+use crate::view::row::{Event, Parsed, check_header, parse_event, parse_message_ref};
 use crate::view::stats::Stats;
 use crate::view::{
     Count, Mode, PLAIN_BUDGET, POLL_INTERVAL, ViewError, plain, plain_start, print_plain, screenful,
@@ -135,7 +135,7 @@ fn print_stats(dir: &Path, follow: bool, out: &mut dyn Write) -> Result<(), View
             TailEvent::Header(_) | TailEvent::Opened { .. } => {}
         })?;
         read_all(&mut messages, &mut stats, |stats, event| match event {
-            TailEvent::Row(row) => match parse_message(&row) {
+            TailEvent::Row(row) => match parse_message_ref(&row) {
                 Parsed::Row(m) => stats.add_message(&m),
                 Parsed::Malformed(_) => stats.add_malformed(),
             },

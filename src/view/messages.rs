@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::store::{MESSAGE_COLUMNS, MESSAGES_FILE};
 use crate::tail::{RowFilter, Start, Tail, TailEvent};
 use crate::view::filter::Filter;
-use crate::view::row::{Parsed, check_header, parse_message};
+use crate::view::row::{Parsed, check_header, parse_message_ref};
 use crate::view::screen::App;
 use crate::view::{
     Count, Mode, ViewError, live, plain, plain_start, print_plain, screenful, terminal_width,
@@ -74,7 +74,7 @@ pub fn row_filter(filter: &Filter) -> RowFilter {
         return Box::new(|_| true);
     }
     let filter = filter.clone();
-    Box::new(move |row| matches!(parse_message(row), Parsed::Row(m) if filter.matches(&m)))
+    Box::new(move |row| matches!(parse_message_ref(row), Parsed::Row(m) if filter.matches(&m)))
 }
 
 /// Formats one event of `messages.csv` as plain lines into `buf`.
@@ -93,7 +93,7 @@ pub fn plain_message_lines(
                 );
             }
         }
-        TailEvent::Row(row) => match parse_message(&row) {
+        TailEvent::Row(row) => match parse_message_ref(&row) {
             Parsed::Row(m) => {
                 if filter.matches(&m) {
                     plain::message(buf, &m, wrap);

@@ -3,7 +3,7 @@
 //! when a wrap width is given), with fixed columns so the output lines up and
 //! `grep`, `cut` and `awk` work on it.
 
-use crate::view::row::{Event, Malformed, Message};
+use crate::view::row::{Event, Malformed, MessageRef};
 use crate::view::text::{self, clean, push_padded};
 
 /// Columns kept for the room (`#general`, or `whisper`); longer ones push the rest right.
@@ -17,38 +17,47 @@ pub const ADDRESS_WIDTH: usize = 21;
 /// The narrowest text column a wrapped line gets, however wide the prefix.
 const MIN_TEXT_WIDTH: usize = 20;
 
-/// The room column of a message: `#general`, or `whisper`.
-pub fn room_label(m: &Message) -> String {
+/// Appends the room column of a message: `#general`, or `whisper`.
+pub fn push_room_label(out: &mut String, m: &MessageRef<'_>) {
     if m.is_whisper() {
-        "whisper".to_string()
+        out.push_str("whisper");
     } else {
-        format!("#{}", clean(&m.room))
+        out.push('#');
+        out.push_str(&clean(m.room));
     }
 }
 
-/// The sender column of a message: `alice`, or `alice → bob` for a whisper.
-pub fn who_label(m: &Message) -> String {
+/// Appends the sender column of a message: `alice`, or `alice → bob` for a whisper.
+pub fn push_who_label(out: &mut String, m: &MessageRef<'_>) {
+    out.push_str(&clean(m.sender));
     if m.is_whisper() {
-        format!("{} → {}", clean(&m.sender), clean(&m.recipient))
-    } else {
-        clean(&m.sender).into_owned()
+        out.push_str(" → ");
+        out.push_str(&clean(m.recipient));
     }
+}
+
+/// Appends `label` written by `push`, then spaces up to `columns`.
+fn push_column(out: &mut String, columns: usize, push: impl FnOnce(&mut String)) {
+    let start = out.len();
+    push(out);
+    let used = text::width(&out[start..]);
+    out.extend(std::iter::repeat_n(' ', columns.saturating_sub(used)));
 }
 
 /// Appends a message as a line (or, with `wrap`, lines of at most that many
 /// columns, the text continued under itself), ending in `\n`:
 /// `2026-11-21 18:05:09  #general     alice         hello`.
-pub fn message(out: &mut String, m: &Message, wrap: Option<usize>) {
+pub fn message(out: &mut String, m: &MessageRef<'_>, wrap: Option<usize>) {
     let line_start = out.len();
-    out.push_str(m.time.date());
+    out.push_str(m.date());
     out.push(' ');
-    out.push_str(m.time.clock());
+    out.push_str(m.clock());
     out.push_str("  ");
-    push_padded(out, &room_label(m), ROOM_WIDTH);
+    push_column(out, ROOM_WIDTH, |out| push_room_label(out, m));
     out.push(' ');
-    push_padded(out, &who_label(m), WHO_WIDTH);
+    push_column(out, WHO_WIDTH, |out| push_who_label(out, m));
     out.push_str("  ");
-    let body = clean(&m.text);
+    let body = clean(m.text);
     match wrap {
         None => out.push_str(&body),
         Some(columns) => {
@@ -130,7 +139,7 @@ pub fn malformed(out: &mut String, m: &Malformed, colour: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::row::{Parsed, parse_event, parse_message, tests::parse_all};
+    use crate::view::row::{Message, Parsed, parse_event, parse_message, tests::parse_all};
 
     fn messages(text: &str) -> Vec<Message> {
         parse_all(text, parse_message)
@@ -150,7 +159,7 @@ mod tests {
         );
         let mut out = String::new();
         for m in &rows {
-            message(&mut out, m, None);
+            message(&mut out, &m.borrowed(), None);
         }
         assert_eq!(
             out,
@@ -165,7 +174,7 @@ mod tests {
             "1,2026-11-21T18:05:09.123+00:00,general,alice,,one two three four five six seven eight nine ten\n",
         );
         let mut out = String::new();
-        message(&mut out, &rows[0], Some(70));
+        message(&mut out, &rows[0].borrowed(), Some(70));
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
         assert!(lines.iter().all(|l| text::width(l) <= 70), "{out}");
@@ -179,7 +188,7 @@ mod tests {
             "1,2026-11-21T18:05:09.123+00:00,general,ali\u{1b}ce,,\"\u{1b}]0;owned\u{7}hi\"\n",
         );
         let mut out = String::new();
-        message(&mut out, &rows[0], None);
+        message(&mut out, &rows[0].borrowed(), None);
         assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
     }
 

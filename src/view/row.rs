@@ -17,14 +17,17 @@ const EXCERPT_CHARS: usize = 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp(String);
 
+/// True when `s` is RFC 3339 (`2026-11-21T18:05:09.123+00:00`).
+fn is_timestamp(s: &str) -> bool {
+    // RFC 3339 starts with `YYYY-MM-DDTHH:MM:SS` in ASCII, which the date
+    // and clock slices rely on.
+    s.get(..19).is_some() && DateTime::parse_from_rfc3339(s).is_ok()
+}
+
 impl Stamp {
     /// The timestamp if `s` is RFC 3339 (`2026-11-21T18:05:09.123+00:00`).
     pub fn parse(s: &str) -> Option<Stamp> {
-        DateTime::parse_from_rfc3339(s).ok()?;
-        // RFC 3339 starts with `YYYY-MM-DDTHH:MM:SS` in ASCII, which the
-        // slices below rely on.
-        s.get(..19)?;
-        Some(Stamp(s.to_string()))
+        is_timestamp(s).then(|| Stamp(s.to_string()))
     }
 
     /// `2026-11-21`, as the server wrote it (its local date).
@@ -66,6 +69,69 @@ impl Message {
     /// True for a whisper (a message to one person, not to a room).
     pub fn is_whisper(&self) -> bool {
         self.room.is_empty()
+    }
+
+    /// The message as borrowed fields.
+    pub fn borrowed(&self) -> MessageRef<'_> {
+        MessageRef {
+            offset: self.offset,
+            id: self.id,
+            time: &self.time.0,
+            room: &self.room,
+            sender: &self.sender,
+            recipient: &self.recipient,
+            text: &self.text,
+        }
+    }
+}
+
+/// A row of `messages.csv` borrowed from the reader's buffer: what streaming
+/// output uses, so printing a row allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// Where the row starts in the file.
+    pub offset: u64,
+    /// The message id.
+    pub id: u64,
+    /// When it was delivered: RFC 3339, checked.
+    pub time: &'a str,
+    /// The room; empty for a whisper.
+    pub room: &'a str,
+    /// Who sent it.
+    pub sender: &'a str,
+    /// Who a whisper is for; empty for a room message.
+    pub recipient: &'a str,
+    /// What was said.
+    pub text: &'a str,
+}
+
+impl MessageRef<'_> {
+    /// True for a whisper (a message to one person, not to a room).
+    pub fn is_whisper(&self) -> bool {
+        self.room.is_empty()
+    }
+
+    /// `2026-11-21`, as the server wrote it.
+    pub fn date(&self) -> &str {
+        &self.time[..10]
+    }
+
+    /// `18:05:09`, as the server wrote it.
+    pub fn clock(&self) -> &str {
+        &self.time[11..19]
+    }
+
+    /// An owned copy.
+    pub fn to_message(&self) -> Message {
+        Message {
+            offset: self.offset,
+            id: self.id,
+            time: Stamp(self.time.to_string()),
+            room: self.room.to_string(),
+            sender: self.sender.to_string(),
+            recipient: self.recipient.to_string(),
+            text: self.text.to_string(),
+        }
     }
 }
 
@@ -219,9 +285,14 @@ fn fields<'a, const N: usize>(row: &RawRow<'a>) -> Result<[&'a str; N], Problem>
             expected: N,
         });
     }
+    // One UTF-8 check for the whole row, then each field's ends must fall
+    // between characters: cheaper than a check per field.
+    let all = std::str::from_utf8(row.concatenated()).map_err(|_| Problem::NotUtf8)?;
     let mut out = [""; N];
-    for (slot, field) in out.iter_mut().zip(row.iter()) {
-        *slot = std::str::from_utf8(field).map_err(|_| Problem::NotUtf8)?;
+    let mut start = 0;
+    for (slot, &end) in out.iter_mut().zip(row.field_ends()) {
+        *slot = all.get(start..end).ok_or(Problem::NotUtf8)?;
+        start = end;
     }
     Ok(out)
 }
@@ -238,7 +309,15 @@ fn stamp(field: &str) -> Result<Stamp, Problem> {
 
 /// Reads a data row of `messages.csv` (`id,timestamp,room,sender,recipient,text`).
 pub fn parse_message(row: &RawRow<'_>) -> Parsed<Message> {
-    let read = || -> Result<Message, Problem> {
+    match parse_message_ref(row) {
+        Parsed::Row(m) => Parsed::Row(m.to_message()),
+        Parsed::Malformed(bad) => Parsed::Malformed(bad),
+    }
+}
+
+/// Reads a data row of `messages.csv` without copying its fields.
+pub fn parse_message_ref<'a>(row: &RawRow<'a>) -> Parsed<MessageRef<'a>> {
+    let read = || -> Result<MessageRef<'a>, Problem> {
         let [id, time, room, sender, recipient, text] = fields::<{ MESSAGE_COLUMNS.len() }>(row)?;
         if room.is_empty() == recipient.is_empty() {
             return Err(Problem::RoomAndRecipient);
@@ -246,14 +325,19 @@ pub fn parse_message(row: &RawRow<'_>) -> Parsed<Message> {
         if sender.is_empty() {
             return Err(Problem::BadField { column: "sender" });
         }
-        Ok(Message {
+        if !is_timestamp(time) {
+            return Err(Problem::BadField {
+                column: "timestamp",
+            });
+        }
+        Ok(MessageRef {
             offset: row.offset,
             id: number(id, "id")?,
-            time: stamp(time)?,
-            room: room.to_string(),
-            sender: sender.to_string(),
-            recipient: recipient.to_string(),
-            text: text.to_string(),
+            time,
+            room,
+            sender,
+            recipient,
+            text,
         })
     };
     match read() {

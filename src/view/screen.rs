@@ -243,7 +243,8 @@ impl App {
                 self.room_width = self
                     .room_width
                     .max(text::width(&room).min(ROOM_COLUMNS.end));
-                let who = crate::view::plain::who_label(m);
+                let mut who = String::new();
+                crate::view::plain::push_who_label(&mut who, &m.borrowed());
                 self.who_width = self.who_width.max(text::width(&who).min(WHO_COLUMNS.end));
                 if !m.is_whisper() {
                     let folded = names::fold(&m.room);
@@ -258,7 +259,7 @@ impl App {
 
     fn passes(&self, item: &Item) -> bool {
         match item {
-            Item::Message(m) => self.filter.matches(m),
+            Item::Message(m) => self.filter.matches(&m.borrowed()),
             Item::Malformed(_) => self.filter.is_empty(),
         }
     }
@@ -463,7 +464,8 @@ impl App {
         } else {
             format!("#{}", clean(&m.room))
         };
-        let who = crate::view::plain::who_label(m);
+        let mut who = String::new();
+        crate::view::plain::push_who_label(&mut who, &m.borrowed());
         let mut prefix = vec![
             Span::styled(m.time.clock().to_string(), Style::new().fg(Color::DarkGray)),
             Span::raw(" "),

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::names;
-use crate::view::row::{Event, Message};
+use crate::view::row::{Event, MessageRef};
 
 /// Rooms named in the summary line; the rest are summed up, so the line stays one line.
 const ROOMS_NAMED: usize = 10;
@@ -54,15 +54,15 @@ impl Stats {
     }
 
     /// Counts one message.
-    pub fn add_message(&mut self, m: &Message) {
+    pub fn add_message(&mut self, m: &MessageRef<'_>) {
         if m.is_whisper() {
             self.whispers += 1;
             return;
         }
-        let key = names::fold(&m.room);
+        let key = names::fold(m.room);
         self.rooms
             .entry(key)
-            .or_insert_with(|| (m.room.clone(), 0))
+            .or_insert_with(|| (m.room.to_string(), 0))
             .1 += 1;
     }
 
@@ -124,7 +124,7 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::row::Stamp;
+    use crate::view::row::{Message, Stamp};
 
     fn event(thread: u64, name: &str, kind: &str, ip: &str) -> Event {
         Event {
@@ -170,7 +170,7 @@ mod tests {
             message("dev", ""),
             message("", "bob"),
         ] {
-            stats.add_message(&m);
+            stats.add_message(&m.borrowed());
         }
         stats.add_malformed();
         assert_eq!(
@@ -183,7 +183,7 @@ mod tests {
     fn many_rooms_still_make_one_short_line() {
         let mut stats = Stats::default();
         for i in 0..25 {
-            stats.add_message(&message(&format!("room{i:02}"), ""));
+            stats.add_message(&message(&format!("room{i:02}"), "").borrowed());
         }
         let line = stats.line();
         assert!(line.contains("15 more rooms 15"), "{line}");
