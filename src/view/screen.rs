@@ -521,17 +521,7 @@ impl App {
 
     fn title_line(&self) -> Line<'static> {
         let mut parts = vec![format!(" {}", self.title)];
-        parts.push(match self.filter.room() {
-            Some(room) => format!("room #{room}"),
-            None => "all rooms".into(),
-        });
-        if let Some(search) = self.filter.search() {
-            parts.push(format!("search {search:?}"));
-        }
-        parts.push(format!("{} messages", self.messages));
-        if self.malformed > 0 {
-            parts.push(format!("{} malformed", self.malformed));
-        }
+        // The state first: it must survive a narrow window.
         parts.push(if self.waiting {
             "waiting for the file".into()
         } else if self.scroll > 0 {
@@ -539,6 +529,31 @@ impl App {
         } else {
             "live".into()
         });
+        parts.push(match self.filter.room() {
+            Some(typed) => {
+                // The room as the server spells it, once a message shows it.
+                let folded = names::fold(typed);
+                let known = self.rooms.iter().find(|r| names::fold(r) == folded);
+                format!("room #{}", known.map_or(typed, String::as_str))
+            }
+            None => "all rooms".into(),
+        });
+        if let Some(search) = self.filter.search() {
+            parts.push(format!("search {search:?}"));
+        }
+        if self.filter.is_empty() {
+            parts.push(format!("{} messages loaded", self.messages));
+        } else {
+            let shown = self
+                .shown
+                .iter()
+                .filter(|&&seq| matches!(self.get(seq), Some(Item::Message(_))))
+                .count();
+            parts.push(format!("{shown} of {} messages loaded", self.messages));
+        }
+        if self.malformed > 0 {
+            parts.push(format!("{} malformed", self.malformed));
+        }
         if let Some(status) = &self.status {
             parts.push(status.clone());
         }
@@ -696,7 +711,7 @@ mod tests {
         let mut app = chat(30);
         let lines = screen(&mut app, 70, 8);
         assert!(
-            lines[0].contains("messages.csv · all rooms · 30 messages · live"),
+            lines[0].contains("messages.csv · live · all rooms · 30 messages loaded"),
             "{lines:#?}"
         );
         assert_eq!(
@@ -770,7 +785,10 @@ mod tests {
         app.key(KeyEvent::from(KeyCode::Char('v')));
         app.key(KeyEvent::from(KeyCode::Enter));
         let lines = screen(&mut app, 70, 8);
-        assert!(lines[0].contains("room #dev"), "{lines:#?}");
+        assert!(
+            lines[0].contains("room #dev · 3 of 9 messages loaded"),
+            "{lines:#?}"
+        );
         assert!(lines[6].ends_with("message 9") && lines[5].ends_with("message 6"));
         assert!(lines.iter().all(|l| !l.contains("#general")));
         // Tab goes to the next room seen (dev → all), Shift-Tab back.
@@ -796,7 +814,7 @@ mod tests {
             .collect();
         assert_eq!(shown.len(), 4, "{lines:#?}"); // 1, 10, 11, 12
         app.key(KeyEvent::from(KeyCode::Esc));
-        assert!(screen(&mut app, 70, 8)[0].contains("all rooms · 12 messages"));
+        assert!(screen(&mut app, 70, 8)[0].contains("all rooms · 12 messages loaded"));
     }
 
     #[test]
