@@ -522,6 +522,9 @@ pub fn find_start(
     let mut need = n;
     let mut step = n.saturating_add(FIRST_STEP_EXTRA).min(MAX_STEP_ROWS);
     let mut buf = vec![0u8; READ_CHUNK];
+    // The oldest accepted row seen: where to start if fewer than `n` exist,
+    // so the forward read skips the rows the filter refused.
+    let mut oldest: Option<u64> = None;
     loop {
         // `step + 1` line ends back: the first ends the last row (or the
         // partial row being written starts after it).
@@ -542,8 +545,16 @@ pub fn find_start(
             return Ok((accepted.front().copied().unwrap_or(region_start), scanned));
         }
         need -= count;
+        oldest = accepted.front().copied().or(oldest);
         if region_start == 0 {
-            return Ok((0, scanned));
+            return match oldest {
+                Some(offset) => Ok((offset, scanned)),
+                // Nothing accepted: start after the last complete row.
+                None => {
+                    let (after, bytes) = back_lines(file, end, 1, &mut chunk)?;
+                    Ok((after, scanned + bytes))
+                }
+            };
         }
         region_end = region_start;
         step = step.saturating_mul(2).min(MAX_STEP_ROWS);
@@ -744,6 +755,12 @@ mod tests {
         let rows = collect(&mut tail);
         assert_eq!(rows.first().map(String::as_str), Some("9800"));
         assert_eq!(rows.len(), 201);
+
+        let nothing: RowFilter = Box::new(|_| false);
+        let mut tail = Tail::new(&path, Start::LastRows(3)).with_filter(nothing);
+        assert!(collect(&mut tail).is_empty());
+        // It started after the last complete row: only the partial one was read forward.
+        assert_eq!(tail.position(), text.len() as u64);
 
         let mut tail = Tail::new(&path, Start::LastRows(50_000));
         assert_eq!(collect(&mut tail).len(), 10_000);

@@ -71,16 +71,19 @@ impl Filter {
 
 /// True when `haystack` contains `needle` (already lower case), ignoring case.
 fn contains_folded(haystack: &str, needle: &str) -> bool {
-    if haystack.is_ascii() && needle.is_ascii() {
-        // No allocation on the common path.
-        haystack
-            .as_bytes()
-            .windows(needle.len().max(1))
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-            || needle.is_empty()
-    } else {
-        haystack.to_lowercase().contains(needle)
+    if !(haystack.is_ascii() && needle.is_ascii()) {
+        return haystack.to_lowercase().contains(needle);
     }
+    // No allocation on the common path: look for the first byte in either
+    // case, then compare the rest ignoring case.
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    let Some(&first) = n.first() else {
+        return true;
+    };
+    let upper = first.to_ascii_uppercase();
+    h.len() >= n.len()
+        && (0..=h.len() - n.len())
+            .any(|i| (h[i] == first || h[i] == upper) && h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 #[cfg(test)]
