@@ -133,6 +133,11 @@ pub fn plain_start(count: Option<Count>, follow: bool, screenful: usize) -> crat
 /// Rows that fit the terminal (less `reserved` lines), or [`DEFAULT_TAIL`]
 /// when there is no terminal.
 pub fn screenful(reserved: u16) -> usize {
+    use std::io::IsTerminal;
+    if !io::stdout().is_terminal() {
+        // The size would be the controlling terminal's, not the output's.
+        return DEFAULT_TAIL;
+    }
     match crossterm::terminal::size() {
         Ok((_, rows)) if rows > reserved => usize::from(rows - reserved),
         _ => DEFAULT_TAIL,
