@@ -187,3 +187,70 @@ fn event_loop(tail: &mut Tail, app: &mut App, stop: &AtomicBool) -> Result<(), V
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tail::Start;
+    use crate::view::filter::Filter;
+    use crossterm::event::{KeyCode, KeyEvent};
+    use ratatui::backend::TestBackend;
+
+    const HEADER: &str = "id,timestamp,room,sender,recipient,text\n";
+
+    fn rows(from: u64, to: u64) -> String {
+        (from..=to)
+            .map(|i| format!("{i},2026-11-21T18:05:09.123+00:00,general,alice,,row {i}\n"))
+            .collect()
+    }
+
+    fn draw(app: &mut App) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(60, 10)).unwrap();
+        terminal.draw(|f| app.render(f)).unwrap();
+        let buffer = terminal.backend().buffer();
+        (0..10)
+            .map(|y| (0..60).map(|x| buffer[(x, y)].symbol()).collect::<String>())
+            .collect()
+    }
+
+    #[test]
+    fn scrolling_up_loads_older_rows_from_the_file_and_truncation_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.csv");
+        std::fs::write(&path, format!("{HEADER}{}", rows(1, 1000))).unwrap();
+        let mut tail = Tail::new(&path, Start::LastRows(8));
+        let mut app = App::new("messages.csv", Filter::default());
+        feed(&mut tail, &mut app, 1 << 20).unwrap();
+        assert!(draw(&mut app)[8].contains("row 1000"));
+        for _ in 0..3 {
+            app.key(KeyEvent::from(KeyCode::PageUp));
+            draw(&mut app);
+            while app.wants_older() {
+                load_older(&mut tail, &mut app).unwrap();
+                draw(&mut app);
+            }
+        }
+        let screen = draw(&mut app);
+        assert!(screen[8].contains("row 979"), "{screen:#?}");
+        app.key(KeyEvent::from(KeyCode::Home));
+        draw(&mut app);
+        while app.wants_older() {
+            load_older(&mut tail, &mut app).unwrap();
+            app.key(KeyEvent::from(KeyCode::Home));
+            draw(&mut app);
+        }
+        let top = draw(&mut app);
+        assert!(top[2].contains("row 1 "), "{top:#?}");
+
+        std::fs::write(&path, format!("{HEADER}{}", rows(1, 2))).unwrap();
+        feed(&mut tail, &mut app, 1 << 20).unwrap();
+        app.key(KeyEvent::from(KeyCode::End));
+        let after = draw(&mut app);
+        assert!(after[0].contains("truncated"), "{after:#?}");
+        assert!(
+            after[1..7].iter().all(|l| l.trim().is_empty()),
+            "{after:#?}"
+        );
+        assert!(after[8].contains("row 2"), "{after:#?}");
+    }
+}

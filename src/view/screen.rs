@@ -161,6 +161,11 @@ impl App {
     pub fn restarted(&mut self, why: Restart) {
         self.items.clear();
         self.shown.clear();
+        self.messages = 0;
+        self.malformed = 0;
+        self.rooms.clear();
+        self.room_width = ROOM_COLUMNS.start;
+        self.who_width = WHO_COLUMNS.start;
         self.first_seq = 0;
         self.scroll = 0;
         self.origin = None;
@@ -400,12 +405,19 @@ impl App {
             reversed.extend(lines.into_iter().rev());
         }
         let at_top = k == 0 && reversed.len() <= want;
+        let mut scroll = self.scroll;
         if at_top {
-            self.scroll = reversed.len().saturating_sub(height);
+            let highest = reversed.len().saturating_sub(height);
             self.want_older = !self.older_exhausted && !self.waiting;
+            scroll = highest;
+            // A line or a page past the top is kept while older rows load, so
+            // the key is not lost; Home (far past it) stops at the top.
+            if !self.want_older || self.scroll > highest + height {
+                self.scroll = highest;
+            }
         }
-        let end = reversed.len().min(self.scroll + height);
-        let mut lines: Vec<Line<'static>> = reversed[self.scroll.min(end)..end]
+        let end = reversed.len().min(scroll + height);
+        let mut lines: Vec<Line<'static>> = reversed[scroll.min(end)..end]
             .iter()
             .rev()
             .cloned()
@@ -529,6 +541,9 @@ impl App {
         } else {
             "live".into()
         });
+        if let Some(status) = &self.status {
+            parts.push(status.clone());
+        }
         parts.push(match self.filter.room() {
             Some(typed) => {
                 // The room as the server spells it, once a message shows it.
@@ -553,9 +568,6 @@ impl App {
         }
         if self.malformed > 0 {
             parts.push(format!("{} malformed", self.malformed));
-        }
-        if let Some(status) = &self.status {
-            parts.push(status.clone());
         }
         Line::raw(parts.join(" · "))
     }
