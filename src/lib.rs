@@ -28,6 +28,14 @@
 //! types into (`client` binary): a reader thread shows the server's lines, an
 //! input thread sends typed lines, and the caller's thread decides when the
 //! session ends.
+//!
+//! The files are read back by the two viewers:
+//!
+//! - [`tail`] follows a CSV file by byte offset (half-written rows wait for
+//!   their line end; truncation, replacement and a late file are handled) and
+//!   finds the last N rows of a big file by scanning back from its end.
+//! - [`view`] turns the rows into a chat (`list_messages`: plain lines, or a
+//!   full-screen ratatui view) and a log (`message_logs`, with `--stats`).
 
 pub mod accounts;
 pub mod client;
@@ -44,4 +52,6 @@ pub mod server;
 mod session;
 pub mod store;
 pub mod table;
+pub mod tail;
+pub mod view;
 pub mod wire;
