@@ -42,4 +42,5 @@ pub mod server;
 mod session;
 pub mod store;
 pub mod table;
+pub mod tui;
 pub mod wire;
