@@ -789,7 +789,9 @@ impl App {
                 }
                 self.error(text);
             }
-            Event::Hello { text } => self.notice(text),
+            // Said once: a reconnect need not greet again.
+            Event::Hello { text } if !self.ever_online => self.notice(text),
+            Event::Hello { .. } => {}
             Event::Welcome { name, role } => self.welcome(&clean(&name), role, actions),
             Event::Room { room } => self.entered(room.map(|r| clean(&r)), actions),
             Event::Members { room, members } => {
