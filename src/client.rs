@@ -88,6 +88,13 @@ const CHAT_PROMPT: &str = "> ";
 /// The server's name prompt, as the contract sends it.
 const SERVER_NAME_PROMPT: &str = "Name:";
 
+/// The server's password prompt (private servers).
+const SERVER_PASSWORD_PROMPT: &str = "Password:";
+
+/// The local prompt for a password in terminal mode; what is typed is not
+/// shown.
+const PASSWORD_PROMPT: &str = "Password (not shown): ";
+
 /// Drawn through the external printer to learn that every server line before
 /// it has been taken by the line editor. It moves the cursor up one row and
 /// back down, so the screen does not change.
@@ -318,6 +325,8 @@ pub fn classify(line: &str) -> Typed {
 enum NameNews {
     /// The server asks for a name (the first time, or again after a refusal).
     Asked,
+    /// The server asks for the password of the name just sent.
+    PasswordAsked,
     /// The server accepted a name.
     Accepted,
 }
@@ -340,6 +349,8 @@ impl NameWatch {
         } else if line.trim() == SERVER_NAME_PROMPT {
             self.asked = true;
             Some(NameNews::Asked)
+        } else if self.asked && line.trim() == SERVER_PASSWORD_PROMPT {
+            Some(NameNews::PasswordAsked)
         } else if self.asked && line.starts_with("* ") {
             self.named = true;
             Some(NameNews::Accepted)
@@ -559,7 +570,7 @@ impl Screen {
                 // The server's `Name:` is replaced by the local name prompt.
                 // With its `\n`: while no line is being edited, the printer
                 // writes the text as it is.
-                if seen != Some(NameNews::Asked)
+                if !matches!(seen, Some(NameNews::Asked | NameNews::PasswordAsked))
                     && let Err(e) = printer.print(format!("{line}\n"))
                 {
                     log::debug!("external printer failed ({e}); writing directly");
@@ -710,6 +721,11 @@ impl Keyboard {
                         return;
                     }
                 }
+                Ok(NameNews::PasswordAsked) => {
+                    if let Flow::Stop = self.ask_password() {
+                        return;
+                    }
+                }
             }
         }
         while let Flow::Go = self.ask(CHAT_PROMPT, true) {}
@@ -750,6 +766,25 @@ impl Keyboard {
                 }
                 Err(e) => return self.leave(Event::Failed(ClientError::Terminal(e))),
             }
+        }
+    }
+
+    /// Reads the password without echo and sends it; it never enters the
+    /// line editor's history.
+    fn ask_password(&mut self) -> Flow {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Flow::Stop;
+        }
+        match rpassword::prompt_password(PASSWORD_PROMPT) {
+            Ok(password) => {
+                if let Err(e) = self.uplink.send_line(password.as_bytes()) {
+                    let _ = self.events.send(Event::SendFailed(e));
+                    return Flow::Stop;
+                }
+                Flow::Go
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => self.leave(Event::Left),
+            Err(e) => self.leave(Event::Failed(ClientError::Terminal(ReadlineError::Io(e)))),
         }
     }
 
@@ -1150,6 +1185,22 @@ mod tests {
         assert_eq!(watch.observe("* you are alice"), Some(NameNews::Accepted));
         assert_eq!(watch.observe("Name:"), None);
         assert_eq!(watch.observe("* bob joined"), None);
+    }
+
+    #[test]
+    fn password_prompt_is_news_only_during_the_login() {
+        let mut watch = NameWatch::default();
+        assert_eq!(watch.observe("Password:"), None);
+        assert_eq!(watch.observe("Name:"), Some(NameNews::Asked));
+        assert_eq!(watch.observe("Password:"), Some(NameNews::PasswordAsked));
+        assert_eq!(watch.observe("! wrong name or password"), None);
+        assert_eq!(watch.observe("Name:"), Some(NameNews::Asked));
+        assert_eq!(watch.observe("Password:"), Some(NameNews::PasswordAsked));
+        assert_eq!(
+            watch.observe("* hello carol! type to chat"),
+            Some(NameNews::Accepted)
+        );
+        assert_eq!(watch.observe("Password:"), None);
     }
 
     #[test]
