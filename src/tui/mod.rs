@@ -65,6 +65,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// the client is ending.
 const KEY_POLL: Duration = Duration::from_millis(100);
 
+/// Time allowed for the terminal thread to notice that the client ends.
+const KEYS_RELEASE: Duration = Duration::from_millis(300);
+
 /// Time allowed for one line to be taken by the socket: a server that stops
 /// reading must not freeze the screen for long.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -308,11 +311,16 @@ pub fn run(options: &Options) -> Result<(), ClientError> {
 
     let guard = ScreenGuard::enter().map_err(ClientError::Screen)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let keys = {
+    // Dropped when the terminal thread ends.
+    let (keys_done_tx, keys_done) = crossbeam_channel::bounded::<()>(0);
+    {
         let news = news_tx.clone();
         let stop = Arc::clone(&stop);
-        thread::spawn(move || read_terminal(&news, &stop))
-    };
+        thread::spawn(move || {
+            let _done = keys_done_tx;
+            read_terminal(&news, &stop);
+        });
+    }
     let result = (|| {
         let mut terminal =
             Terminal::new(CrosstermBackend::new(io::stdout())).map_err(ClientError::Screen)?;
@@ -332,7 +340,9 @@ pub fn run(options: &Options) -> Result<(), ClientError> {
     })();
     stop.store(true, Ordering::SeqCst);
     drop(guard);
-    let _ = keys.join();
+    // Not joined without a limit: on a terminal that hung up (its window
+    // closed), crossterm's read never returns, and the exit must not wait.
+    let _ = keys_done.recv_timeout(KEYS_RELEASE);
     match result? {
         Ending::Left => Ok(()),
         Ending::Lost { reason } => Err(ClientError::Lost {
