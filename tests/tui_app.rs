@@ -684,3 +684,47 @@ fn news_from_an_old_connection_is_ignored() {
     assert!(stale.is_empty());
     assert_eq!(app.link, Link::Online);
 }
+
+#[test]
+fn a_full_server_is_reported_in_its_own_words() {
+    let (mut app, now, _) = connected(Some("alice"));
+    line(&mut app, now, "! server full; try again later");
+    let end = app.handle(
+        Input::Closed {
+            conn: 1,
+            reason: "the server closed the connection".into(),
+        },
+        now,
+    );
+    assert_eq!(
+        end,
+        vec![Action::Exit(Ending::Lost {
+            reason: "server full; try again later".into()
+        })]
+    );
+}
+
+#[test]
+fn a_reconnect_turned_away_at_the_door_tries_again_later() {
+    let (mut app, now) = online();
+    app.handle(
+        Input::Closed {
+            conn: 1,
+            reason: "reset".into(),
+        },
+        now,
+    );
+    let later = now + backoff(1);
+    app.handle(Input::Tick, later);
+    app.handle(Input::Connected { conn: 2 }, later);
+    line(&mut app, later, "! server full; try again later");
+    let end = app.handle(
+        Input::Closed {
+            conn: 2,
+            reason: "the server closed the connection".into(),
+        },
+        later,
+    );
+    assert!(end.is_empty(), "{end:?}");
+    assert!(matches!(app.link, Link::Waiting { attempt: 2, .. }));
+}

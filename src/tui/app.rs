@@ -228,6 +228,9 @@ struct Handshake {
     welcomed: bool,
     /// The last error before the login, to tell if the server closes.
     last_error: Option<String>,
+    /// A login prompt was answered on this connection: an error after it
+    /// is about the login, one before it is the door (server full).
+    answered_any: bool,
     /// The last time the bye or shutdown text arrived: the server closing
     /// after it is expected.
     goodbye: bool,
@@ -688,7 +691,12 @@ impl App {
         if !self.handshake.welcomed
             && let Some(error) = self.handshake.last_error.take()
         {
-            // Refused at the door (banned, wrong password too often, no
+            if self.ever_online && !self.handshake.answered_any {
+                // Turned away at the door (server full): worth another try.
+                self.lost(&error, actions);
+                return;
+            }
+            // The login refused (banned, wrong password too often, no
             // name in time): trying again would only be refused again.
             actions.push(Action::Exit(Ending::Lost { reason: error }));
             return;
@@ -745,6 +753,7 @@ impl App {
             return;
         }
         self.handshake.answered = Some(field);
+        self.handshake.answered_any = true;
         let known = match field {
             Field::Name => self.handshake.auto_name.take(),
             Field::Password => self.handshake.auto_password.take(),
@@ -781,6 +790,8 @@ impl App {
                 log::debug!("no JSON mode: {text}");
                 self.handshake.json = Some(false);
                 self.handshake.held = None;
+                // Or turned away at the door: said if the server closes now.
+                self.handshake.last_error = Some(clean(&text));
             }
             Event::Error { text } => {
                 if !self.handshake.welcomed {
