@@ -122,6 +122,11 @@ fn the_smallest_terminal_still_shows_chat_status_and_input() {
     assert!(!text.contains("too small"), "{text}");
     assert!(row(&buffer, 7).contains("bob: hi all"), "{text}");
     assert!(row(&buffer, 8).contains("alice"), "{text}");
+    assert!(
+        row(&buffer, 8).contains("connected"),
+        "the connection's state fits: {}",
+        row(&buffer, 8)
+    );
     assert!(row(&buffer, 9).starts_with("> "), "{text}");
     assert!(!text.contains("Rooms"), "no room for a side pane:\n{text}");
 }

@@ -230,6 +230,11 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, app: &App) {
         sep,
         Span::styled(app.link_label(), link_style),
     ];
+    // On a narrow terminal the server's address goes first: the state of
+    // the connection matters more.
+    if left.iter().map(Span::width).sum::<usize>() > usize::from(area.width) {
+        left.drain(1..3);
+    }
     if app.chat.scroll > 0 {
         let more = if app.chat.unseen > 0 {
             format!(" ▼ {} new (End)", app.chat.unseen)
