@@ -88,6 +88,13 @@ const CHAT_PROMPT: &str = "> ";
 /// The server's name prompt, as the contract sends it.
 const SERVER_NAME_PROMPT: &str = "Name:";
 
+/// The server's password prompt (private servers).
+const SERVER_PASSWORD_PROMPT: &str = "Password:";
+
+/// The local prompt for a password in terminal mode; what is typed is not
+/// shown.
+const PASSWORD_PROMPT: &str = "Password (not shown): ";
+
 /// Drawn through the external printer to learn that every server line before
 /// it has been taken by the line editor. It moves the cursor up one row and
 /// back down, so the screen does not change.
@@ -105,8 +112,11 @@ pub struct Options {
     pub host: String,
     /// TCP port of the server.
     pub port: u16,
-    /// Name to send as soon as the connection is made; `None` asks the user.
+    /// Name to send as soon as the connection is made (in the full-screen
+    /// mode: at the first name prompt); `None` asks the user.
     pub name: Option<String>,
+    /// `--plain`: the line-by-line client even on a terminal.
+    pub plain: bool,
 }
 
 impl Default for Options {
@@ -115,6 +125,7 @@ impl Default for Options {
             host: DEFAULT_HOST.to_owned(),
             port: DEFAULT_PORT,
             name: None,
+            plain: false,
         }
     }
 }
@@ -148,6 +159,17 @@ pub enum ClientError {
     Input(io::Error),
     /// The terminal could not be used for line editing.
     Terminal(ReadlineError),
+    /// The terminal could not be used for the full screen.
+    Screen(io::Error),
+    /// The connection was lost and did not come back.
+    GaveUp {
+        /// The address as the user wrote it (`host:port`).
+        address: String,
+        /// How many times the client tried again.
+        attempts: u32,
+        /// Why the last attempt failed.
+        reason: String,
+    },
 }
 
 /// How a connection was lost.
@@ -159,6 +181,8 @@ pub enum LostReason {
     Read(io::Error),
     /// Sending to the server failed.
     Send(io::Error),
+    /// Anything else, in words (the server's own, when it said why).
+    Other(String),
 }
 
 impl fmt::Display for ClientError {
@@ -177,6 +201,15 @@ impl fmt::Display for ClientError {
             Self::Lost { address, reason } => write!(f, "connection to {address} lost: {reason}"),
             Self::Input(source) => write!(f, "cannot read standard input: {}", plain(source)),
             Self::Terminal(source) => write!(f, "cannot use the terminal: {source}"),
+            Self::Screen(source) => write!(f, "cannot use the terminal: {}", plain(source)),
+            Self::GaveUp {
+                address,
+                attempts,
+                reason,
+            } => write!(
+                f,
+                "connection to {address} lost; gave up after {attempts} attempts to reconnect (last: {reason}); is the server running?"
+            ),
         }
     }
 }
@@ -187,6 +220,7 @@ impl fmt::Display for LostReason {
             Self::ServerClosed => f.write_str("server closed the connection"),
             Self::Read(source) => write!(f, "read failed: {}", plain(source)),
             Self::Send(source) => write!(f, "send failed: {}", plain(source)),
+            Self::Other(reason) => f.write_str(reason),
         }
     }
 }
@@ -194,21 +228,23 @@ impl fmt::Display for LostReason {
 impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Resolve { source, .. } | Self::Connect { source, .. } | Self::Input(source) => {
-                Some(source)
-            }
+            Self::Resolve { source, .. }
+            | Self::Connect { source, .. }
+            | Self::Input(source)
+            | Self::Screen(source) => Some(source),
             Self::Lost { reason, .. } => match reason {
-                LostReason::ServerClosed => None,
+                LostReason::ServerClosed | LostReason::Other(_) => None,
                 LostReason::Read(source) | LostReason::Send(source) => Some(source),
             },
             Self::Terminal(source) => Some(source),
+            Self::GaveUp { .. } => None,
         }
     }
 }
 
 /// An I/O error in words, without the `(os error N)` suffix that only a
 /// programmer needs.
-fn plain(error: &io::Error) -> String {
+pub(crate) fn plain(error: &io::Error) -> String {
     let text = error.to_string();
     match error.raw_os_error() {
         Some(code) => text
@@ -289,6 +325,8 @@ pub fn classify(line: &str) -> Typed {
 enum NameNews {
     /// The server asks for a name (the first time, or again after a refusal).
     Asked,
+    /// The server asks for the password of the name just sent.
+    PasswordAsked,
     /// The server accepted a name.
     Accepted,
 }
@@ -311,6 +349,8 @@ impl NameWatch {
         } else if line.trim() == SERVER_NAME_PROMPT {
             self.asked = true;
             Some(NameNews::Asked)
+        } else if self.asked && line.trim() == SERVER_PASSWORD_PROMPT {
+            Some(NameNews::PasswordAsked)
         } else if self.asked && line.starts_with("* ") {
             self.named = true;
             Some(NameNews::Accepted)
@@ -530,7 +570,7 @@ impl Screen {
                 // The server's `Name:` is replaced by the local name prompt.
                 // With its `\n`: while no line is being edited, the printer
                 // writes the text as it is.
-                if seen != Some(NameNews::Asked)
+                if !matches!(seen, Some(NameNews::Asked | NameNews::PasswordAsked))
                     && let Err(e) = printer.print(format!("{line}\n"))
                 {
                     log::debug!("external printer failed ({e}); writing directly");
@@ -555,7 +595,7 @@ fn write_line(out: &mut impl Write, line: &str) -> io::Result<()> {
 /// Reads up to [`MAX_LINE_PIECE`] bytes of one line into `buf` (cleared
 /// first), its `\n` included if it fits. Returns `false` at the end of the
 /// stream.
-fn read_piece(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<bool> {
+pub(crate) fn read_piece(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<bool> {
     buf.clear();
     let limit = u64::try_from(MAX_LINE_PIECE).unwrap_or(u64::MAX);
     let n = reader.take(limit).read_until(b'\n', buf)?;
@@ -563,7 +603,7 @@ fn read_piece(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<bool> 
 }
 
 /// A line without its `\n` or `\r\n` ending.
-fn trim_line_end(line: &[u8]) -> &[u8] {
+pub(crate) fn trim_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -681,6 +721,11 @@ impl Keyboard {
                         return;
                     }
                 }
+                Ok(NameNews::PasswordAsked) => {
+                    if let Flow::Stop = self.ask_password() {
+                        return;
+                    }
+                }
             }
         }
         while let Flow::Go = self.ask(CHAT_PROMPT, true) {}
@@ -721,6 +766,25 @@ impl Keyboard {
                 }
                 Err(e) => return self.leave(Event::Failed(ClientError::Terminal(e))),
             }
+        }
+    }
+
+    /// Reads the password without echo and sends it; it never enters the
+    /// line editor's history.
+    fn ask_password(&mut self) -> Flow {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Flow::Stop;
+        }
+        match rpassword::prompt_password(PASSWORD_PROMPT) {
+            Ok(password) => {
+                if let Err(e) = self.uplink.send_line(password.as_bytes()) {
+                    let _ = self.events.send(Event::SendFailed(e));
+                    return Flow::Stop;
+                }
+                Flow::Go
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => self.leave(Event::Left),
+            Err(e) => self.leave(Event::Failed(ClientError::Terminal(ReadlineError::Io(e)))),
         }
     }
 
@@ -778,7 +842,7 @@ fn watch_interrupts(events: Sender<Event>) -> bool {
 }
 
 /// Opens the connection, trying each address the host resolves to.
-fn connect(options: &Options) -> Result<TcpStream, ClientError> {
+pub(crate) fn connect(options: &Options) -> Result<TcpStream, ClientError> {
     let address = address(&options.host, options.port);
     let candidates: Vec<SocketAddr> = (bare_host(&options.host), options.port)
         .to_socket_addrs()
@@ -849,6 +913,10 @@ fn supervise(
 /// input ended and the server closed), an error when the server could not be
 /// reached or the connection was lost.
 pub fn run(options: &Options) -> Result<(), ClientError> {
+    let terminal = io::stdin().is_terminal() && io::stdout().is_terminal();
+    if terminal && !options.plain {
+        return crate::tui::run(options);
+    }
     let stream = connect(options)?;
     let address = address(&options.host, options.port);
     if let Err(e) = stream.set_nodelay(true) {
@@ -872,7 +940,7 @@ pub fn run(options: &Options) -> Result<(), ClientError> {
         uplink: Arc::new(Uplink::new(stream)),
         interrupts,
     };
-    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+    if terminal {
         match LineEditor::new() {
             Ok(line_editor) => return run_terminal(link, read_half, options, line_editor),
             Err(e) => log::debug!("no line editing ({e}); reading lines as from a pipe"),
@@ -1117,6 +1185,22 @@ mod tests {
         assert_eq!(watch.observe("* you are alice"), Some(NameNews::Accepted));
         assert_eq!(watch.observe("Name:"), None);
         assert_eq!(watch.observe("* bob joined"), None);
+    }
+
+    #[test]
+    fn password_prompt_is_news_only_during_the_login() {
+        let mut watch = NameWatch::default();
+        assert_eq!(watch.observe("Password:"), None);
+        assert_eq!(watch.observe("Name:"), Some(NameNews::Asked));
+        assert_eq!(watch.observe("Password:"), Some(NameNews::PasswordAsked));
+        assert_eq!(watch.observe("! wrong name or password"), None);
+        assert_eq!(watch.observe("Name:"), Some(NameNews::Asked));
+        assert_eq!(watch.observe("Password:"), Some(NameNews::PasswordAsked));
+        assert_eq!(
+            watch.observe("* hello carol! type to chat"),
+            Some(NameNews::Accepted)
+        );
+        assert_eq!(watch.observe("Password:"), None);
     }
 
     #[test]

@@ -24,10 +24,13 @@
 //! [`names`] has the rules for user and room names. [`table`] keeps the small
 //! CSV tables (`accounts.csv`, `bans.csv`) that are rewritten atomically.
 //!
-//! The other side of the wire: [`client`] is the terminal client a person
-//! types into (`client` binary): a reader thread shows the server's lines, an
-//! input thread sends typed lines, and the caller's thread decides when the
-//! session ends.
+//! The other side of the wire: [`client`] is the client a person types into
+//! (`client` binary). On a terminal it hands over to [`tui`], the full-screen
+//! client: the server's JSON events and the keys become inputs of one plain
+//! state struct, which answers with actions (send, reconnect, ring, exit) and
+//! is drawn with ratatui. With `--plain`, or on a pipe, [`client`] itself
+//! runs: a reader thread shows the server's lines, an input thread sends
+//! typed lines, and the caller's thread decides when the session ends.
 //!
 //! The files are read back by the two viewers:
 //!
@@ -53,5 +56,6 @@ mod session;
 pub mod store;
 pub mod table;
 pub mod tail;
+pub mod tui;
 pub mod view;
 pub mod wire;

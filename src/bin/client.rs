@@ -21,6 +21,9 @@ struct Flags {
     /// Name to log in with, sent as soon as the connection is made (empty: a guest name)
     #[arg(long, value_parser = client::parse_name)]
     name: Option<String>,
+    /// The plain line-by-line client even on a terminal (a pipe always gets it)
+    #[arg(long)]
+    plain: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         host: flags.host,
         port: flags.port,
         name: flags.name,
+        plain: flags.plain,
     };
     match client::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
