@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# compare.sh: chatroom's server side by side with two IRC servers, InspIRCd and
+# ngIRCd, on loopback, under the same load from examples/loadgen.rs.
+#
+#   examples/compare.sh            # the full comparison (about 15-20 minutes)
+#   examples/compare.sh --quick    # shorter steps, 2,000 idle clients (about 6 minutes)
+#
+# Options:
+#   --quick               short steps (3 s), fewer bisections, 2,000 idle clients
+#   --only LIST           servers to run, comma-separated: chatroom,inspircd,ngircd
+#   --scenarios LIST      scenarios to run: s100,s1000x10,s1000x100,half,idle
+#   --idle-clients N      clients of the idle scenario (default 10000)
+#   --server-bin PATH     a prebuilt chatroom server (default: build this checkout)
+#   --loadgen-bin PATH    a prebuilt load generator (default: build this checkout)
+#   --bench-dir DIR       the peers' configs (default: ../shared/bench from the repo root)
+#   --out DIR             where logs and results.jsonl go (default: a new temp dir)
+#
+# What it does: installs inspircd and ngircd (Debian packages) if missing,
+# builds the release server and load generator, then for each scenario starts
+# each server fresh (chatroom with a new data directory and flood control off:
+# --rate 0 --max-per-ip 0 --max-clients 20000), runs the load generator
+# against it, stops it, and prints a table. Scenarios (issue 6):
+#   s100       100 clients, 10 senders: highest sustained rate (under 0.1 %
+#              missing, p99 under 100 ms), found by doubling then bisecting
+#   s1000x10   1,000 clients, 10 senders: the same
+#   s1000x100  1,000 clients, 100 senders: the same
+#   half       latency of each of those at one rate for all three servers: half
+#              the best peer's highest sustained rate
+#   idle       N idle clients in one room: all connected, one message sent after
+#              the last joined reaches all, server RSS and threads per client
+# Targets for chatroom: a rate at least the best peer's; p99 at half rate no
+# worse than the best peer's; idle: all connected and reached, RSS at most
+# 12 KiB per client, at most 1.1 threads per client.
+#
+# The peers are single-threaded (one epoll loop each); chatroom uses as many
+# threads as it likes. All share the machine's cores with the load generator.
+# The handshake caps differ per server because the servers differ: ngIRCd
+# listens with a backlog of 10 (more connects in flight only get SYNs dropped
+# and retried a second later), and InspIRCd completes a registration about a
+# second after NICK/USER, so it needs many in flight.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+ONLY="chatroom,inspircd,ngircd"
+SCENARIOS="s100,s1000x10,s1000x100,half,idle"
+IDLE_CLIENTS=""
+SERVER_BIN=""
+LOADGEN_BIN=""
+BENCH_DIR="$ROOT/../shared/bench"
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --only) ONLY="$2"; shift ;;
+        --scenarios) SCENARIOS="$2"; shift ;;
+        --idle-clients) IDLE_CLIENTS="$2"; shift ;;
+        --server-bin) SERVER_BIN="$2"; shift ;;
+        --loadgen-bin) LOADGEN_BIN="$2"; shift ;;
+        --bench-dir) BENCH_DIR="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    STEP=3; WARMUP=1; BISECT=2; HALF_SECS=5; IDLE_HOLD=5
+    IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
+else
+    STEP=5; WARMUP=1; BISECT=3; HALF_SECS=10; IDLE_HOLD=10
+    IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+fi
+
+has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
+say() { printf '== %s\n' "$*" >&2; }
+
+# Every client is a descriptor, in the generator and in the server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CLIENTS + 100)) ]; then
+    say "warning: only $(ulimit -n) descriptors per process; the idle scenario needs $((IDLE_CLIENTS + 100))"
+fi
+
+# --- tools -------------------------------------------------------------------
+install_missing() {
+    local missing=()
+    has "$ONLY" inspircd && ! command -v inspircd >/dev/null && missing+=(inspircd)
+    has "$ONLY" ngircd && ! command -v ngircd >/dev/null && missing+=(ngircd)
+    command -v jq >/dev/null || missing+=(jq)
+    command -v ss >/dev/null || missing+=(iproute2)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+install_missing
+if [ -z "$SERVER_BIN" ] || [ -z "$LOADGEN_BIN" ]; then
+    say "building the release server and load generator"
+    cargo build --release --bin server --example loadgen >&2
+fi
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | jq -r .target_directory || echo "$ROOT/target")
+SERVER_BIN=${SERVER_BIN:-$TARGET_DIR/release/server}
+LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/examples/loadgen}
+
+WORK=$(mktemp -d /tmp/compare.XXXXXX)
+OUT=${OUT:-$WORK/out}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+
+# The peers' configs, copied so that they may have writable siblings; ngIRCd's
+# IncludeDir must exist and is made absolute.
+if has "$ONLY" inspircd || has "$ONLY" ngircd; then
+    cp "$BENCH_DIR/inspircd.conf" "$BENCH_DIR/ngircd.conf" "$WORK/"
+    mkdir -p "$WORK/conf.d"
+    chmod u+w "$WORK"/*.conf
+    sed -i "s|IncludeDir = .*|IncludeDir = $WORK/conf.d|" "$WORK/ngircd.conf"
+fi
+
+# --- servers -----------------------------------------------------------------
+PID=""
+ADDR=""
+stop_server() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+    PID=""
+}
+trap 'stop_server; rm -rf "$WORK/data."*' EXIT
+
+wait_listening() { # PORT
+    for _ in $(seq 100); do
+        ss -ltnH "sport = :$1" 2>/dev/null | grep -q . && return 0
+        kill -0 "$PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES
+    local name=$1 log="$OUT/$1.$2.log"
+    case "$name" in
+    chatroom)
+        local data
+        data=$(mktemp -d "$WORK/data.XXXXXX")
+        "$SERVER_BIN" --host 127.0.0.1 --port 0 --data-dir "$data" \
+            --rate 0 --max-per-ip 0 --max-clients 20000 >"$log.out" 2>"$log" &
+        PID=$!
+        for _ in $(seq 100); do
+            ADDR=$(sed -n 's/^listening on //p' "$log.out")
+            [ -n "$ADDR" ] && break
+            sleep 0.1
+        done
+        PROTO=chatroom; HANDSHAKES=200 ;;
+    inspircd)
+        inspircd --nofork --nopid --runasroot --config="$WORK/inspircd.conf" >"$log" 2>&1 &
+        PID=$!
+        wait_listening 7401
+        ADDR=127.0.0.1:7401; PROTO=irc; HANDSHAKES=2000 ;;
+    ngircd)
+        ngircd -n -f "$WORK/ngircd.conf" >"$log" 2>&1 &
+        PID=$!
+        wait_listening 7201
+        ADDR=127.0.0.1:7201; PROTO=irc; HANDSHAKES=10 ;;
+    esac
+    if [ -z "$ADDR" ] || ! kill -0 "$PID" 2>/dev/null; then
+        say "$name did not start; see $log"
+        return 1
+    fi
+}
+
+# One load generator run against a fresh server; its JSON line goes to
+# results.jsonl with the scenario and server added.
+run() { # NAME SCENARIO LOADGEN-ARGS...
+    local name=$1 scenario=$2; shift 2
+    start_server "$name" "$scenario" || { stop_server; return 0; }
+    say "$scenario: $name ($ADDR, pid $PID): loadgen $*"
+    local json log="$OUT/loadgen.$scenario.$name"
+    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" --pid "$PID" \
+        --handshakes "$HANDSHAKES" --label "$scenario/$name" "$@" \
+        2>"$log.err" | tee "$log.log" >&2 || true
+    json=$(tail -n 1 "$log.log")
+    stop_server
+    if jq -e . >/dev/null 2>&1 <<<"$json"; then
+        jq -c --arg s "$scenario" --arg n "$name" '. + {scenario: $s, server: $n}' <<<"$json" >>"$RESULTS"
+    else
+        say "$scenario: $name: no result (see $OUT/loadgen.$scenario.$name.*)"
+    fi
+}
+
+SERVERS=()
+for s in ngircd inspircd chatroom; do has "$ONLY" "$s" && SERVERS+=("$s"); done
+
+search() { # SCENARIO CLIENTS SENDERS
+    local scenario=$1 clients=$2 senders=$3
+    # Start at 50,000 deliveries a second; double until a step fails, then bisect.
+    local start=$((50000 / clients))
+    for s in "${SERVERS[@]}"; do
+        run "$s" "$scenario" --clients "$clients" --senders "$senders" --search \
+            --rate "$start" --duration "$STEP" --warmup "$WARMUP" --bisect "$BISECT" \
+            --connect-timeout 300
+    done
+}
+
+best_rate() { # SCENARIO SERVER
+    jq -r --arg s "$1" --arg n "$2" 'select(.scenario == $s and .server == $n) | .best_rate // empty' "$RESULTS" | tail -n 1
+}
+
+has "$SCENARIOS" s100 && search s100 100 10
+has "$SCENARIOS" s1000x10 && search s1000x10 1000 10
+has "$SCENARIOS" s1000x100 && search s1000x100 1000 100
+
+if has "$SCENARIOS" half; then
+    for pair in s100:100:10 s1000x10:1000:10 s1000x100:1000:100; do
+        IFS=: read -r scenario clients senders <<<"$pair"
+        has "$SCENARIOS" "$scenario" || continue
+        # Half the best peer's rate (chatroom's own if no peer ran).
+        rate=""
+        for s in inspircd ngircd; do
+            r=$(best_rate "$scenario" "$s")
+            [ -n "$r" ] && rate=$(jq -n --arg a "${rate:-0}" --arg b "$r" '[($a|tonumber), ($b|tonumber)] | max')
+        done
+        [ -z "$rate" ] && rate=$(best_rate "$scenario" chatroom)
+        [ -z "$rate" ] && continue
+        half=$(jq -n --arg r "$rate" '($r|tonumber) / 2 | round | if . < 1 then 1 else . end')
+        for s in "${SERVERS[@]}"; do
+            run "$s" "half-$scenario" --clients "$clients" --senders "$senders" \
+                --rate "$half" --duration "$HALF_SECS" --warmup "$WARMUP"
+        done
+    done
+fi
+
+if has "$SCENARIOS" idle; then
+    for s in "${SERVERS[@]}"; do
+        run "$s" idle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
+            --connect-timeout 900 --handshake-timeout 120
+    done
+fi
+
+# --- the table ---------------------------------------------------------------
+{
+echo
+echo "Results ($(date -u +%FT%TZ), $(nproc) cores, steps of ${STEP} s; chatroom server $SERVER_BIN, checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo
+echo "| scenario | server | highest sustained rate (msg/s) | deliveries/s | p99 at that rate (ms) | first failing rate | why it failed |"
+echo "|---|---|---|---|---|---|---|"
+jq -r 'select(.mode == "search") |
+    [.scenario, .server,
+     (.best_rate // "none" | tostring),
+     (if .best then (.best.deliveries_per_s | round | tostring) else "-" end),
+     (if .best then (.best.p99_ms | tostring) else "-" end),
+     (.first_failing_rate // "none" | tostring),
+     ([.steps[] | select(.pass | not) | .why] | first // "-")]
+    | "| " + join(" | ") + " |"' "$RESULTS"
+echo
+echo "| scenario | server | rate (msg/s) | deliveries/s | missing % | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) |"
+echo "|---|---|---|---|---|---|---|---|---|"
+jq -r 'select(.mode == "run") | .steps[0] as $s |
+    [.scenario, .server, ($s.rate | tostring), ($s.deliveries_per_s | round | tostring),
+     ($s.missing_pct | tostring), ($s.p50_ms | tostring), ($s.p99_ms | tostring),
+     ($s.p999_ms | tostring), ($s.max_ms | tostring)]
+    | "| " + join(" | ") + " |"' "$RESULTS"
+echo
+echo "| scenario | server | connected | connect (s) | probe reached | server RSS (MiB) | KiB per client | threads | threads per client |"
+echo "|---|---|---|---|---|---|---|---|---|"
+jq -r 'select(.mode == "idle") |
+    [.scenario, .server, "\(.connected)/\(.clients)", (.connect_s | tostring),
+     "\(.probe.delivered // 0)/\(.probe.expected // 0)",
+     (if .idle then (.idle.rss_kib / 1024 * 10 | round / 10 | tostring) else "-" end),
+     (if .idle then (.idle.rss_kib_per_client | tostring) else "-" end),
+     (if .idle then (.idle.threads | tostring) else "-" end),
+     (if .idle then (.idle.threads_per_client | tostring) else "-" end)]
+    | "| " + join(" | ") + " |"' "$RESULTS"
+echo
+echo "Targets for chatroom:"
+jq -rs '
+    def best($sc; $n): [.[] | select(.scenario == $sc and .server == $n) | .best_rate // 0] | max // 0;
+    def p99($sc; $n): [.[] | select(.scenario == $sc and .server == $n) | .steps[0].p99_ms] | first;
+    . as $all |
+    (["s100", "s1000x10", "s1000x100"][] as $sc |
+        select([$all[] | select(.scenario == $sc)] | length > 0) |
+        ($all | best($sc; "chatroom")) as $c |
+        ([$all | best($sc; "inspircd"), best($sc; "ngircd")] | max) as $p |
+        "- \($sc): rate \($c) vs best peer \($p): " + (if $c >= $p then "MET" else "NOT MET" end)),
+    (["s100", "s1000x10", "s1000x100"][] as $sc | ("half-" + $sc) as $h |
+        select([$all[] | select(.scenario == $h)] | length > 0) |
+        ($all | p99($h; "chatroom")) as $c |
+        ([$all | p99($h; "inspircd"), p99($h; "ngircd")] | map(select(. != null)) | min) as $p |
+        "- \($h): p99 \($c) ms vs best peer \($p) ms: " + (if $p == null or ($c != null and $c <= $p) then "MET" else "NOT MET" end)),
+    ($all[] | select(.scenario == "idle" and .server == "chatroom") |
+        "- idle: \(.connected)/\(.clients) connected, probe reached \(.probe.delivered // 0)/\(.probe.expected // 0), \(.idle.rss_kib_per_client // "?") KiB and \(.idle.threads_per_client // "?") threads per client: " +
+        (if .all_connected_and_reached and (.idle.rss_kib_per_client // 1e9) <= 12 and (.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end))
+' "$RESULTS"
+echo
+echo "Raw results: $RESULTS; logs: $OUT"
+} | tee "$OUT/table.md"
