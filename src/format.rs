@@ -249,17 +249,27 @@ pub fn mode(json_mode: bool) -> Line {
 }
 
 /// Where the user is now, with who is there: `* you joined #dev (2 here)`.
-/// `verb` is `joined` or `created`; `None` for the room is the lobby.
-pub fn you_are_in(room: Option<&str>, verb: &str, members: &[Arc<str>]) -> Line {
+/// `verb` is `joined` or `created`; `None` for the room is the lobby. JSON
+/// clients also get the member list, when there is one (`members`: rooms
+/// past the announce limit send none).
+pub fn you_are_in(
+    room: Option<&str>,
+    verb: &str,
+    count: usize,
+    members: Option<&[Arc<str>]>,
+) -> Line {
     let (text, json) = match room {
-        Some(room) => (
-            format!("* you {verb} #{room} ({} here)\n", members.len()),
-            format!(
-                "{}\n{}\n",
-                json!({"type": "room", "room": room}),
-                json!({"type": "members", "room": room, "members": members.iter().map(|m| &**m).collect::<Vec<&str>>()})
-            ),
-        ),
+        Some(room) => {
+            let mut json = format!("{}\n", json!({"type": "room", "room": room}));
+            if let Some(members) = members {
+                let names: Vec<&str> = members.iter().map(|m| &**m).collect();
+                json.push_str(&format!(
+                    "{}\n",
+                    json!({"type": "members", "room": room, "members": names})
+                ));
+            }
+            (format!("* you {verb} #{room} ({count} here)\n"), json)
+        }
         None => (
             "* you are in the lobby: /list shows the rooms, /join ROOM enters one\n".to_string(),
             format!("{}\n", json!({"type": "room", "room": null})),
@@ -441,7 +451,7 @@ mod tests {
     #[test]
     fn entering_a_room_tells_json_clients_the_room_and_its_members() {
         let members: Vec<Arc<str>> = vec!["alice".into(), "bob".into()];
-        let line = you_are_in(Some("dev"), "joined", &members);
+        let line = you_are_in(Some("dev"), "joined", 2, Some(&members));
         assert_eq!(line.text(), "* you joined #dev (2 here)\n");
         let mut events = line
             .json()
@@ -454,7 +464,7 @@ mod tests {
             (Some("room"), Some("dev"))
         );
         assert_eq!(who["members"], json!(["alice", "bob"]));
-        let lobby = you_are_in(None, "left", &[]);
+        let lobby = you_are_in(None, "left", 0, None);
         assert_eq!(parse(lobby.json())["room"], serde_json::Value::Null);
     }
 

@@ -296,8 +296,16 @@ impl Registry {
         } else {
             "joined"
         };
-        let present: Vec<Arc<str>> = members.iter().map(|m| Arc::clone(&m.name)).collect();
-        outbox.send(format::you_are_in(Some(&room.name), verb, &present));
+        // The member list is for JSON clients, who keep it current from join
+        // and leave events; past the announce limit there are none, so no list.
+        let present: Option<Vec<Arc<str>>> = (count <= self.announce_limit)
+            .then(|| members.iter().map(|m| Arc::clone(&m.name)).collect());
+        outbox.send(format::you_are_in(
+            Some(&room.name),
+            verb,
+            count,
+            present.as_deref(),
+        ));
         if !room.history.is_empty() {
             outbox.send(format::history_start(&room.name, room.history.len()));
             for line in &room.history {

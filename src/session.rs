@@ -16,7 +16,7 @@ use crate::accounts::Role;
 use crate::command::{self, ADMIN_HELP, Command, HELP};
 use crate::format;
 use crate::limits::LINGER;
-use crate::limits::LOGIN_ATTEMPTS;
+use crate::limits::{self, LOGIN_ATTEMPTS};
 use crate::moderation::{Ban, RateLimit, Verdict};
 use crate::names;
 use crate::outbox::Outbox;
@@ -111,6 +111,9 @@ impl Session {
             log::debug!("thread {}: {e}", self.id);
             return;
         }
+        // Logging in runs deep (formatting, JSON, logs); most clients then
+        // wait on a read for hours. Give those stack pages back.
+        limits::trim_stack();
         loop {
             let line = reader.read_line();
             if matches!(line, Ok(Some(_))) {
@@ -313,7 +316,7 @@ impl Session {
                 Err(e) => self.error(e),
             },
             None => {
-                self.outbox.send(format::you_are_in(None, "are", &[]));
+                self.outbox.send(format::you_are_in(None, "are", 0, None));
             }
         }
         Ok(())

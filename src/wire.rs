@@ -6,8 +6,11 @@
 
 use std::io::{self, Read};
 
-/// Bytes asked of the socket per read: one page, so an idle client costs little.
-const READ_CHUNK: usize = 4096;
+/// Bytes first asked of the socket per read: small, since a client waiting for
+/// its next line holds its buffer all that time (thousands of idle clients).
+const READ_CHUNK: usize = 256;
+/// Largest read: a client that sends fast gets bigger reads, fewer calls.
+const READ_CHUNK_MAX: usize = 16 * 1024;
 
 /// One line as read from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,9 @@ pub struct LineReader<R> {
     max: usize,
     /// Inside a too-long line: discard until its `\n`.
     discarding: bool,
+    /// Bytes the next read asks for: doubles while reads come back full,
+    /// back to [`READ_CHUNK`] once everything read was used.
+    chunk: usize,
 }
 
 impl<R: Read> LineReader<R> {
@@ -51,6 +57,7 @@ impl<R: Read> LineReader<R> {
             scanned: 0,
             max,
             discarding: false,
+            chunk: READ_CHUNK,
         }
     }
 
@@ -109,8 +116,14 @@ impl<R: Read> LineReader<R> {
         self.start = consumed;
         self.scanned = 0;
         if self.start == self.buf.len() {
-            self.buf.clear();
+            // All read was used: give a grown buffer back while the client idles.
+            if self.buf.capacity() > READ_CHUNK * 4 {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.start = 0;
+            self.chunk = READ_CHUNK;
         }
         line
     }
@@ -122,7 +135,8 @@ impl<R: Read> LineReader<R> {
             self.start = 0;
         }
         let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
+        let chunk = self.chunk;
+        self.buf.resize(old + chunk, 0);
         let read = loop {
             match self.inner.read(&mut self.buf[old..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -131,6 +145,9 @@ impl<R: Read> LineReader<R> {
         };
         match read {
             Ok(n) => {
+                if n == chunk {
+                    self.chunk = (chunk * 2).min(READ_CHUNK_MAX);
+                }
                 self.buf.truncate(old + n);
                 if self.buf.is_empty() {
                     // Give an idle client's buffer back.
@@ -204,7 +221,7 @@ mod tests {
         input.extend_from_slice(b"\nafter\n");
         let mut reader = LineReader::new(&input[..], 100);
         assert_eq!(reader.read_line().unwrap(), Some(Line::TooLong));
-        assert!(reader.buf.capacity() <= 100 + 2 * READ_CHUNK + 2);
+        assert!(reader.buf.capacity() <= 2 * (100 + READ_CHUNK_MAX + 2));
         assert_eq!(reader.read_line().unwrap(), Some(text("after")));
         assert_eq!(reader.read_line().unwrap(), None);
     }

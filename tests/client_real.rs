@@ -77,6 +77,7 @@ fn a_scripted_client_with_a_name_flag_and_no_quit_exits_zero_at_end_of_input() {
 fn a_server_that_stops_mid_session_is_one_line_and_exit_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = TestServer::start(dir.path(), &[]);
+    let mut watcher = server.join("watcher");
     let mut child = Command::new(client_bin())
         .args(["--port", &server.addr.port().to_string(), "--name", "carol"])
         .stdin(Stdio::piped())
@@ -85,7 +86,6 @@ fn a_server_that_stops_mid_session_is_one_line_and_exit_one() {
         .spawn()
         .unwrap();
     let _stdin = child.stdin.take(); // kept open: carol does not leave
-    let mut watcher = server.join("watcher");
     watcher.expect_line("* carol joined");
     server.signal(libc::SIGTERM);
     server.wait_exit();

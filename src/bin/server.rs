@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -120,6 +121,9 @@ fn non_negative(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.command.is_none() {
+        tune_allocator();
+    }
     chatroom::logging::init();
     if let Some(tool) = args.command {
         return match run_tool(tool, &args.data_dir) {
@@ -154,6 +158,34 @@ fn main() -> ExitCode {
         login_delay: Duration::from_millis(args.login_delay_ms),
     };
     serve(config, &args.host, args.port)
+}
+
+/// Starts the server again with glibc's per-thread caches off (see
+/// [`limits::ALLOCATOR_TUNABLES`]): tunables are read only when a process
+/// starts. Done once, before any thread exists; an explicit GLIBC_TUNABLES
+/// that already sets the cache is left alone, and if the new start fails the
+/// server simply runs untuned.
+fn tune_allocator() {
+    const KEY: &str = "GLIBC_TUNABLES";
+    let current = std::env::var(KEY).unwrap_or_default();
+    if current.contains("tcache_count") {
+        return;
+    }
+    let tuned = if current.is_empty() {
+        limits::ALLOCATOR_TUNABLES.to_string()
+    } else {
+        format!("{current}:{}", limits::ALLOCATOR_TUNABLES)
+    };
+    let mut args = std::env::args_os();
+    let Some(argv0) = args.next() else {
+        return;
+    };
+    let error = std::process::Command::new("/proc/self/exe")
+        .arg0(argv0)
+        .args(args)
+        .env(KEY, tuned)
+        .exec();
+    log::debug!("running with glibc's default caches: {error}");
 }
 
 fn serve(config: Config, host: &str, port: u16) -> ExitCode {
