@@ -220,14 +220,17 @@ pub fn password_prompt() -> Line {
     Line::of("Password:", json!({"type": "prompt", "field": "password"}))
 }
 
-/// The greeting of a new connection.
-pub fn hello(online: usize) -> Line {
-    let text = format!(
-        "welcome to chatroom ({online} connected); choose a name: 1-32 characters, no spaces, or press Enter for a guest name"
-    );
+/// The greeting of a new connection; a private server asks for an account.
+pub fn hello(online: usize, private: bool) -> Line {
+    let how = if private {
+        "this server is private: log in with your account name, then your password"
+    } else {
+        "choose a name: 1-32 characters, no spaces, or press Enter for a guest name"
+    };
+    let text = format!("welcome to chatroom ({online} connected); {how}");
     Line::of(
         format_args!("* {text}"),
-        json!({"type": "hello", "text": text, "online": online}),
+        json!({"type": "hello", "text": text, "online": online, "private": private}),
     )
 }
 

@@ -100,7 +100,8 @@ enum Next {
 impl Session {
     fn run(&mut self) {
         let online = self.context.registry.connections();
-        self.outbox.send(format::hello(online));
+        let private = self.context.accounts.is_private().unwrap_or(false);
+        self.outbox.send(format::hello(online, private));
         self.outbox.send(format::name_prompt());
         let stream = Arc::clone(&self.stream);
         let mut reader = LineReader::new(&*stream, self.context.config.max_line);
