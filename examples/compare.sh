@@ -68,10 +68,10 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$QUICK" = 1 ]; then
-    STEP=3; WARMUP=1; BISECT=2; HALF_SECS=5; IDLE_HOLD=5
+    STEP=3; WARMUP=1; BISECT=2; HALF_SECS=5; IDLE_HOLD=5; IDLE_CONNECT=60
     IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
 else
-    STEP=5; WARMUP=1; BISECT=3; HALF_SECS=10; IDLE_HOLD=10
+    STEP=5; WARMUP=1; BISECT=3; HALF_SECS=10; IDLE_HOLD=10; IDLE_CONNECT=120
     IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 fi
 
@@ -242,7 +242,7 @@ fi
 if has "$SCENARIOS" idle; then
     for s in "${SERVERS[@]}"; do
         run "$s" idle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
-            --connect-timeout 900 --handshake-timeout 120
+            --connect-timeout "$IDLE_CONNECT" --handshake-timeout 120
     done
 fi
 

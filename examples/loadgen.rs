@@ -257,6 +257,8 @@ enum Command {
     EndStep,
     /// Connect again the clients lost during a step.
     Reconnect,
+    /// The connect phase took too long: give up on the handshakes left.
+    StopConnecting,
     Quit,
 }
 
@@ -647,6 +649,7 @@ impl Run {
         let mut ready = Vec::new();
         let deadline = start + Duration::from_secs_f64(self.args.connect_timeout);
         let mut last_progress = Instant::now();
+        let mut stopped = false;
         while ready.len() < self.workers.len() {
             match self.reports.recv_timeout(Duration::from_millis(500)) {
                 Ok(Report::Ready(r)) => ready.push(r),
@@ -663,12 +666,18 @@ impl Run {
                     start.elapsed().as_secs_f64()
                 );
             }
-            if Instant::now() > deadline {
+            if Instant::now() > deadline && !stopped {
                 eprintln!(
-                    "the connect phase took longer than --connect-timeout; measuring with {} clients",
+                    "the connect phase took longer than --connect-timeout; measuring with the {} clients ready",
                     self.shared.ready.load(Ordering::Relaxed)
                 );
-                // Not ready threads are asked to stop; their clients count as failed.
+                // The clients not ready yet count as failed.
+                stopped = true;
+                for worker in &self.workers {
+                    let _ = worker.commands.send(Command::StopConnecting);
+                }
+            }
+            if stopped && Instant::now() > deadline + Duration::from_secs(10) {
                 break;
             }
         }
@@ -1240,6 +1249,7 @@ impl Generator {
                     Ok(Command::Step(plan)) => self.begin_step(plan),
                     Ok(Command::EndStep) => self.end_step(),
                     Ok(Command::Reconnect) => self.reconnect(),
+                    Ok(Command::StopConnecting) => self.stop_connecting(),
                     Ok(Command::Quit) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
                         return;
                     }
@@ -1652,6 +1662,24 @@ impl Generator {
             reasons: self.reasons.clone(),
             last_ready: self.last_ready,
         }));
+    }
+
+    /// Gives up on every client not ready yet.
+    fn stop_connecting(&mut self) {
+        self.queue.clear();
+        for i in 0..self.conns.len() {
+            if matches!(
+                self.conns[i].state,
+                State::Pending | State::Connecting | State::Handshake
+            ) {
+                let conn = &mut self.conns[i];
+                if let Some(mut stream) = conn.stream.take() {
+                    let _ = self.poll.registry().deregister(&mut stream);
+                }
+                self.give_up(i, "not ready within --connect-timeout".into());
+            }
+        }
+        self.in_flight = 0;
     }
 
     /// Queues the lost clients for a new handshake; reports Ready again.
