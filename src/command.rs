@@ -90,6 +90,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("/who", "who is online and where (also /clients)"),
     ("/msg NAME TEXT", "whisper to one person (also /w)"),
     ("/quit", "leave the chat"),
+    (
+        "/mode json|text",
+        "one JSON object per line, for programs (or back)",
+    ),
     ("//TEXT", "say something that starts with /"),
 ];
 

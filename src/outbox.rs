@@ -325,11 +325,13 @@ fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
             return Flushed::Idle;
         }
         if queue.end == End::Overflow {
+            // A line cut halfway is ended, so the last words stand on their own.
+            let cut = queue.offset > 0;
             queue.lines.clear();
             queue.bytes = 0;
             queue.finished = true;
             drop(queue);
-            last_words(shared, json);
+            last_words(shared, json, cut);
             finish(shared, Shutdown::Both);
             return Flushed::Idle;
         }
@@ -437,9 +439,13 @@ fn write_some(stream: &TcpStream, lines: &[Line], offset: usize, json: bool) -> 
 }
 
 /// The `! ` line of a client dropped for not reading, if its socket takes it.
-fn last_words(shared: &Shared, json: bool) {
+fn last_words(shared: &Shared, json: bool, cut: bool) {
     let line = format::error("disconnected: you stopped reading and too much was waiting for you");
-    let _ = write_some(&shared.stream, &[line], 0, json);
+    let mut lines = vec![line];
+    if cut {
+        lines.insert(0, Line::new("\n", "\n"));
+    }
+    let _ = write_some(&shared.stream, &lines, 0, json);
 }
 
 /// Shuts the connection and counts the outbox as finished.

@@ -169,7 +169,7 @@ impl Session {
         let deadline = Instant::now() + timeout;
         let mut failures = 0;
         loop {
-            let typed = match self.read_login_line(reader, deadline) {
+            let typed = match self.read_login_line(reader, deadline, format::name_prompt) {
                 Ok(typed) => typed,
                 Err(end) => return self.login_ended(end, timeout),
             };
@@ -199,10 +199,12 @@ impl Session {
     }
 
     /// Reads one line of the login, within the deadline.
+    /// An unreadable line gets an error and `prompt` again.
     fn read_login_line(
         &self,
         reader: &mut LineReader<&TcpStream>,
         deadline: Instant,
+        prompt: fn() -> format::Line,
     ) -> Result<String, LoginEnd> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -213,9 +215,11 @@ impl Session {
                 Ok(Some(Line::Text(text))) => return Ok(text),
                 Ok(Some(Line::TooLong)) => {
                     self.error("that line is too long");
+                    self.outbox.send(prompt());
                 }
                 Ok(Some(Line::NotUtf8)) => {
-                    self.error("a name must be UTF-8 text");
+                    self.error("that line was not UTF-8 text");
+                    self.outbox.send(prompt());
                 }
                 Ok(None) => return Err(LoginEnd::Left),
                 Err(e) if is_timeout(&e) => return Err(LoginEnd::TimedOut),
@@ -258,7 +262,7 @@ impl Session {
             }
             self.outbox.send(format::password_prompt());
             let password = self
-                .read_login_line(reader, deadline)
+                .read_login_line(reader, deadline, format::password_prompt)
                 .map_err(Refusal::End)?;
             let account = context.accounts.check(wanted, &password).map_err(|e| {
                 log::error!("cannot read the accounts: {e}");
@@ -451,16 +455,19 @@ impl Session {
         let shown = online
             .as_ref()
             .map_or_else(|| target_name.clone(), |f| f.name.to_string());
+        // Who to disconnect, once the act is recorded and announced, so that
+        // the room hears "kicked" before "left the chat".
+        let mut to_drop = None;
         let (announcement, record) = match command {
             Command::Kick { reason, .. } => {
                 let found = online.as_ref().ok_or_else(|| {
                     format!("nobody named {target_name} is online; /who lists who is")
                 })?;
                 let reason = sanitize(reason);
-                context.registry.drop_client(
+                to_drop = Some((
                     found.id,
                     format::error(format_args!("you were kicked by {me}{}", because(&reason))),
-                );
+                ));
                 (
                     format!("{shown} was kicked by {me}{}", because(&reason)),
                     format!("kick {shown} {reason}"),
@@ -483,10 +490,10 @@ impl Session {
                     "the ban could not be saved; try again".to_string()
                 })?;
                 if let Some(found) = &online {
-                    context.registry.drop_client(
+                    to_drop = Some((
                         found.id,
                         format::error(format_args!("you were banned by {me}{}", because(&reason))),
-                    );
+                    ));
                 }
                 (
                     format!("{shown} was banned by {me}{}", because(&reason)),
@@ -561,6 +568,9 @@ impl Session {
         }
         // Through the store: the room hears of it once data.csv has it.
         self.announce(told);
+        if let Some((id, line)) = to_drop {
+            context.registry.drop_client(id, line);
+        }
         Ok(())
     }
 

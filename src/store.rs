@@ -217,6 +217,14 @@ impl Store {
     /// Opens (or creates) the three files in `dir`, repairs torn rows, and reads
     /// back rooms, the last `history` messages of each, and the next ids.
     pub fn open(dir: &Path, history: usize) -> Result<(Store, Recovered), StoreError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::Io {
+                path: dir.to_path_buf(),
+                source: io::Error::other(
+                    "it is a file, not a directory; choose a directory with --data-dir",
+                ),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let messages_path = dir.join(MESSAGES_FILE);
         let events_path = dir.join(EVENTS_FILE);
@@ -330,6 +338,12 @@ impl Store {
                     self.next_id += 1;
                     self.messages.serialize(row)
                 }
+                // A whisper to someone who has just left is not delivered,
+                // so it is not recorded either.
+                Request::Whisper { to, .. } if to.is_closed() => {
+                    lines.push(Prepared::Gone);
+                    continue;
+                }
                 Request::Whisper {
                     sender,
                     recipient,
@@ -390,8 +404,13 @@ impl Store {
 /// The lines a written message is delivered as.
 enum Prepared {
     Nothing,
+    /// A whisper whose recipient left before it was written.
+    Gone,
     Chat(Line),
-    Whisper { received: Line, sent: Line },
+    Whisper {
+        received: Line,
+        sent: Line,
+    },
 }
 
 /// Hands one written request to its recipients.
@@ -420,6 +439,9 @@ fn deliver(request: Request, line: Prepared, saved: bool, registry: &Registry) {
             ..
         } => {
             let Prepared::Whisper { received, sent } = line else {
+                from.send(format::error(format_args!(
+                    "{recipient} left before your whisper arrived"
+                )));
                 return;
             };
             if !saved {

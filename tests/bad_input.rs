@@ -59,8 +59,13 @@ fn a_huge_line_is_dropped_with_bounded_memory_and_the_connection_goes_on() {
 fn bytes_that_are_not_utf8_get_an_error_and_are_dropped() {
     let (_dir, server) = server(&[]);
     let mut alice = server.connect_raw();
+    alice.expect(|l| l == "Name:");
     alice.send_bytes(b"\xff\xfename\n");
     alice.expect(|l| l.starts_with("! ") && l.contains("UTF-8"));
+    alice.expect(|l| l == "Name:");
+    alice.send(&"n".repeat(5000));
+    alice.expect(|l| l.starts_with("! ") && l.contains("too long"));
+    alice.expect(|l| l == "Name:");
     alice.send("alice");
     alice.expect_line("* hello alice");
     alice.send_bytes(b"bad \xc3\x28 text\n");

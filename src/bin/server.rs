@@ -198,14 +198,7 @@ fn serve(config: Config, host: &str, port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match limits::raise_open_files_limit() {
-        Ok(files) if files < config.max_clients as u64 + 64 => log::warn!(
-            "this process may open only {files} files, fewer than --max-clients {}; raise the hard limit (ulimit -Hn) to serve them all",
-            config.max_clients
-        ),
-        Ok(_) => {}
-        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
-    }
+    let max_clients = config.max_clients;
     let server = match Server::open(config) {
         Ok(server) => server,
         Err(e) => {
@@ -213,6 +206,15 @@ fn serve(config: Config, host: &str, port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match limits::raise_open_files_limit() {
+        Ok(files) if files < max_clients as u64 + 64 => log::warn!(
+            "this process may open only {files} files, fewer than --max-clients {}; raise the hard limit (ulimit -Hn) to serve them all",
+            max_clients
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
+
     let local = match listener.local_addr() {
         Ok(addr) => addr,
         Err(e) => {
