@@ -76,7 +76,9 @@ pub fn file_time(time: &DateTime<Local>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, false)
 }
 
-/// A stored message, as the store and the history rebuild know it.
+/// A stored message, as the store and the history rebuild know it. Its fields
+/// serialize in the order of the columns of `messages.csv` (`id, timestamp,
+/// room, sender, recipient, text`), so the store writes it as a row.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Message<'a> {
     /// Its id in `messages.csv`.

@@ -42,23 +42,6 @@ pub const ROOMS_FILE: &str = "rooms.csv";
 /// Bytes a CSV writer gathers before it writes: a whole batch in one call.
 const WRITE_BUFFER: usize = 1 << 20;
 
-/// A row of `messages.csv`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MessageRow<'a> {
-    /// 1, 2, 3 … in file order, never reused.
-    pub id: u64,
-    /// RFC 3339 with offset.
-    pub timestamp: &'a str,
-    /// Room name; empty for a whisper.
-    pub room: &'a str,
-    /// Who sent it.
-    pub sender: &'a str,
-    /// Who a whisper is for; empty for a room message.
-    pub recipient: &'a str,
-    /// What was delivered.
-    pub text: &'a str,
-}
-
 /// A row of `data.csv`: one connection event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventRow {
@@ -316,27 +299,17 @@ impl Store {
                 Request::Say {
                     room, sender, text, ..
                 } => {
-                    line = Prepared::Chat(format::chat(
-                        now,
-                        &Message {
-                            id: self.next_id,
-                            time: &timestamp,
-                            room,
-                            from: sender,
-                            to: "",
-                            text,
-                        },
-                    ));
-                    let row = MessageRow {
+                    let message = Message {
                         id: self.next_id,
-                        timestamp: &timestamp,
+                        time: &timestamp,
                         room,
-                        sender,
-                        recipient: "",
+                        from: sender,
+                        to: "",
                         text,
                     };
+                    line = Prepared::Chat(format::chat(now, &message));
                     self.next_id += 1;
-                    self.messages.serialize(row)
+                    self.messages.serialize(message)
                 }
                 // A whisper to someone who has just left is not delivered,
                 // so it is not recorded either.
@@ -362,16 +335,8 @@ impl Store {
                         received: format::whisper_received(now, &message),
                         sent: format::whisper_sent(now, &message),
                     };
-                    let row = MessageRow {
-                        id: self.next_id,
-                        timestamp: &timestamp,
-                        room: "",
-                        sender,
-                        recipient,
-                        text,
-                    };
                     self.next_id += 1;
-                    self.messages.serialize(row)
+                    self.messages.serialize(message)
                 }
                 Request::Event(event) => {
                     let mut event = event.clone();
@@ -740,12 +705,12 @@ mod tests {
         let mut out = csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(Vec::new());
-        out.serialize(MessageRow {
+        out.serialize(Message {
             id: 7,
-            timestamp: "2026-11-21T18:05:09.123+00:00",
+            time: "2026-11-21T18:05:09.123+00:00",
             room: "general",
-            sender: "alice",
-            recipient: "",
+            from: "alice",
+            to: "",
             text: "hi, \"bob\" — ça va?",
         })
         .unwrap();
