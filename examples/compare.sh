@@ -100,6 +100,8 @@ install_missing() {
     fi
 }
 install_missing
+BUILT_FROM=""
+[ -z "$SERVER_BIN" ] && BUILT_FROM="checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' with uncommitted changes')"
 if [ -z "$SERVER_BIN" ] || [ -z "$LOADGEN_BIN" ]; then
     say "building the release server and load generator"
     cargo build --release --bin server --example loadgen >&2
@@ -249,7 +251,7 @@ fi
 # --- the table ---------------------------------------------------------------
 {
 echo
-echo "Results ($(date -u +%FT%TZ), $(nproc) cores, steps of ${STEP} s; chatroom server $SERVER_BIN, checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "Results ($(date -u +%FT%TZ), $(nproc) cores, steps of ${STEP} s; chatroom server $SERVER_BIN${BUILT_FROM:+, built from $BUILT_FROM})"
 echo
 echo "| scenario | server | highest sustained rate (msg/s) | deliveries/s | p99 at that rate (ms) | first failing rate | why it failed |"
 echo "|---|---|---|---|---|---|---|"
