@@ -123,3 +123,11 @@ fn listening_beyond_loopback_warns_that_the_server_is_reachable() {
     let server = TestServer::start(dir.path(), &["--host", "0.0.0.0"]);
     server.expect_stderr("reachable from the network");
 }
+
+#[test]
+fn a_flag_given_twice_takes_its_last_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--max-clients", "1", "--max-clients", "2"]);
+    let _a = server.join("a");
+    let _b = server.join("b");
+}

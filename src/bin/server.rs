@@ -22,7 +22,7 @@ use chatroom::server::{Server, Shutdown};
 /// messages.csv and every connection in data.csv. With accounts (see
 /// add-user) it is private: only accounts can log in.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_override_self = true)]
 struct Args {
     #[command(subcommand)]
     command: Option<Tool>,

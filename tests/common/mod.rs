@@ -47,7 +47,11 @@ impl TestServer {
     /// Like [`start`], with a chance to adjust the command.
     pub fn start_with(dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> TestServer {
         let mut command = Command::new(server_bin());
+        // CHATROOM_TEST_ARGS runs every test under other defaults (the
+        // benchmark settings, say); a test's own flags come later and win.
+        let extra = std::env::var("CHATROOM_TEST_ARGS").unwrap_or_default();
         command
+            .args(extra.split_whitespace())
             .args(["--port", "0", "--data-dir"])
             .arg(dir)
             .args(args)
