@@ -279,10 +279,14 @@ impl Flusher {
                             std::mem::size_of::<u64>(),
                         );
                     }
-                } else if let Some(shared) = lock(&self.clients).get(&token).and_then(Weak::upgrade)
-                {
+                } else {
+                    // Release the map's lock before anything else: if this is
+                    // the last handle, dropping it takes that lock again.
+                    let found = lock(&self.clients).get(&token).and_then(Weak::upgrade);
                     // The socket takes bytes again: flush it if it waits.
-                    if lock(&shared.queue).scheduled {
+                    if let Some(shared) = found
+                        && lock(&shared.queue).scheduled
+                    {
                         round.push_back(shared);
                     }
                 }
