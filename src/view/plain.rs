@@ -116,7 +116,8 @@ pub fn event(out: &mut String, e: &Event, colour: bool) {
     out.push(' ');
     push_padded(out, &clean(&e.address()), ADDRESS_WIDTH);
     out.push_str(" thread ");
-    push_padded(out, &e.thread.to_string(), 6);
+    // The space keeps a long thread number apart from the name.
+    push_padded(out, &format!("{} ", e.thread), 6);
     out.push_str(if e.name.is_empty() { "-" } else { &e.name });
     if let Some(p) = &paint {
         out.push_str(p.off);
@@ -208,5 +209,17 @@ mod tests {
         let mut coloured = String::new();
         event(&mut coloured, e, true);
         assert!(coloured.contains("\x1b[32mlogin"), "{coloured:?}");
+    }
+
+    #[test]
+    fn a_long_thread_number_stays_apart_from_the_name() {
+        let rows = parse_all(
+            "2026-11-21T18:05:09.123+00:00,127.0.0.1,5000,3333333,alice,login\n",
+            parse_event,
+        );
+        let Parsed::Row(e) = &rows[0] else { panic!() };
+        let mut plain = String::new();
+        event(&mut plain, e, false);
+        assert!(plain.ends_with("thread 3333333 alice\n"), "{plain:?}");
     }
 }
