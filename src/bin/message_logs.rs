@@ -44,11 +44,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mode = match (args.follow, args.once) {
-        (true, _) => Mode::Follow,
-        (_, true) => Mode::Once,
-        _ => Mode::Auto,
-    };
+    let mode = Mode::from_flags(args.follow, args.once);
     let options = LogOptions {
         data_dir: args.data_dir,
         tail: args.tail,

@@ -75,6 +75,17 @@ pub enum Mode {
     Follow,
 }
 
+impl Mode {
+    /// The mode the `--follow` and `--once` flags ask for.
+    pub fn from_flags(follow: bool, once: bool) -> Mode {
+        match (follow, once) {
+            (true, _) => Mode::Follow,
+            (_, true) => Mode::Once,
+            _ => Mode::Auto,
+        }
+    }
+}
+
 /// A failure of a viewer, reported once, in one line.
 #[derive(Debug)]
 pub enum ViewError {
