@@ -60,6 +60,10 @@ pub const FLUSHERS: usize = 2;
 pub const WRITE_BATCH: usize = 256;
 /// Messages the store writes between two flushes at most.
 pub const STORE_BATCH: usize = 1024;
+/// Requests waiting for the store at most; past that, the client threads that
+/// send more wait for room (the store never sends to itself, so it always
+/// makes room).
+pub const STORE_QUEUE: usize = 64 * 1024;
 /// Text bytes the store writes between two flushes at most: one batch is
 /// delivered at once, so it must fit in a reader's outbox with room to spare.
 pub const STORE_BATCH_BYTES: usize = 128 * 1024;

@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
 use crate::format::{self, Line, Message};
-use crate::limits::{STORE_BATCH, STORE_BATCH_BYTES};
+use crate::limits::{STORE_BATCH, STORE_BATCH_BYTES, STORE_QUEUE};
 use crate::names;
 use crate::outbox::Outbox;
 use crate::registry::{Announcement, ClientId, Registry};
@@ -245,7 +245,9 @@ impl Store {
     /// Starts the store thread. It delivers to `registry` and ends once every
     /// sender of the returned channel is dropped and all it was given is written.
     pub fn spawn(self, registry: Arc<Registry>) -> io::Result<(Sender<Request>, JoinHandle<()>)> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        // Bounded: a sender faster than the disk waits on its own thread
+        // (which holds no lock) instead of growing the queue without end.
+        let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
         let handle = thread::Builder::new()
             .name("store".into())
             .spawn(move || self.run(rx, &registry))?;
