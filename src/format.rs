@@ -212,6 +212,18 @@ pub fn notice_as(kind: &str, text: impl Display) -> Line {
     )
 }
 
+/// Flood control has started to slow this client's lines down (said once
+/// per episode, never per line).
+pub fn slowed(rate: f64) -> Line {
+    let lines = if rate == 1.0 { "line" } else { "lines" };
+    notice_as(
+        "slowed",
+        format_args!(
+            "you are sending fast: your lines are now handled at most {rate} {lines} a second, in order; none is lost"
+        ),
+    )
+}
+
 /// The prompt for a name.
 pub fn name_prompt() -> Line {
     Line::of("Name:", json!({"type": "prompt", "field": "name"}))

@@ -22,7 +22,8 @@ pub const DEFAULT_ANNOUNCE_LIMIT: usize = 100;
 /// Time a new connection has to send its name before it is closed, so that idle
 /// sockets cannot hold slots.
 pub const DEFAULT_NAME_TIMEOUT: Duration = Duration::from_secs(30);
-/// Lines a second a client may send (a token bucket); 0 turns it off.
+/// Lines a second a client's lines are handled at, at most (fakelag: faster
+/// lines are read later, never refused); 0 turns it off.
 pub const DEFAULT_RATE: f64 = 5.0;
 /// Lines a client may send at once before the rate applies.
 pub const DEFAULT_BURST: u32 = 10;

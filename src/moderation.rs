@@ -127,63 +127,62 @@ impl Mutes {
     }
 }
 
-/// What the flood control says of one line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Within the limit.
-    Pass,
-    /// Over the limit: refuse the line.
-    SlowDown,
-    /// Refused too often: disconnect.
-    Flooding,
-}
-
-/// A token bucket per client: `rate` lines a second, bursts of `burst`.
-/// Refused lines use up a second bucket of strikes (refilled one a second);
-/// when that is empty the client is flooding.
+/// Flood control per client, as "fakelag": a token bucket of `rate` lines a
+/// second and bursts of `burst` lines, where a line over the rate is never
+/// refused, only handled later.
+///
+/// Promises:
+/// 1. Within the rate (after a full burst) every line waits zero.
+/// 2. Over it, each line waits until its token would have grown, so lines
+///    are handled at most `rate` a second, in the order they came.
+/// 3. It never says to drop a line or a client: speed alone is no offence.
+/// 4. A `rate` of 0 turns it off.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     rate: f64,
     burst: f64,
+    /// May fall below zero: the debt a waiting line pays off by waiting.
     tokens: f64,
-    strikes: f64,
     last: Instant,
 }
 
-/// Refused lines a client may send in a burst before it counts as flooding.
-pub const FLOOD_STRIKES: f64 = 20.0;
-
 impl RateLimit {
-    /// A full bucket at `now`. A `rate` of 0 lets everything pass.
+    /// A full bucket at `now`.
     pub fn new(rate: f64, burst: f64, now: Instant) -> RateLimit {
+        let burst = burst.max(1.0);
         RateLimit {
             rate,
-            burst: burst.max(1.0),
-            tokens: burst.max(1.0),
-            strikes: FLOOD_STRIKES,
+            burst,
+            tokens: burst,
             last: now,
         }
     }
 
-    /// Judges one line arriving at `now`.
-    pub fn check(&mut self, now: Instant) -> Verdict {
+    /// Takes the token of one line that arrived at `now`, and says how long
+    /// its reader waits before handling it (zero within the limit).
+    pub fn wait(&mut self, now: Instant) -> Duration {
         if self.rate <= 0.0 {
-            return Verdict::Pass;
+            return Duration::ZERO;
         }
+        self.refill(now);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(-self.tokens / self.rate)
+    }
+
+    /// True once the bucket has grown full again at `now`: the client has
+    /// been calm for a whole burst, so a new slowing is news worth telling.
+    pub fn is_rested(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
+        self.last = now.max(self.last);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.strikes = (self.strikes + elapsed).min(FLOOD_STRIKES);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Verdict::Pass;
-        }
-        self.strikes -= 1.0;
-        if self.strikes < 0.0 {
-            Verdict::Flooding
-        } else {
-            Verdict::SlowDown
-        }
     }
 }
 
@@ -262,42 +261,51 @@ mod tests {
     const SEC: Duration = Duration::from_secs(1);
 
     #[test]
-    fn a_burst_of_ten_passes_then_lines_are_refused_then_flooding_disconnects() {
+    fn a_burst_of_ten_passes_then_each_line_waits_its_turn() {
         let t0 = Instant::now();
         let mut limit = RateLimit::new(5.0, 10.0, t0);
         for _ in 0..10 {
-            assert_eq!(limit.check(t0), Verdict::Pass);
+            assert_eq!(limit.wait(t0), Duration::ZERO);
         }
-        assert_eq!(limit.check(t0), Verdict::SlowDown);
-        for _ in 0..19 {
-            assert_eq!(limit.check(t0), Verdict::SlowDown);
+        // The eleventh line of an instant paste is handled a fifth of a
+        // second later; the twelfth, had it been read at once, two fifths.
+        let fifth = |wait: Duration| (wait.as_secs_f64() - 0.2).abs() < 1e-6;
+        assert!(fifth(limit.wait(t0)));
+        let t1 = t0 + SEC / 5;
+        assert!(fifth(limit.wait(t1)));
+        // Nothing is ever refused: a thousand more lines each wait a fifth.
+        let mut now = t1 + SEC / 5;
+        for _ in 0..1000 {
+            let wait = limit.wait(now);
+            assert!(wait <= SEC / 5 + Duration::from_micros(1), "{wait:?}");
+            now += wait;
         }
-        assert_eq!(limit.check(t0), Verdict::Flooding);
     }
 
     #[test]
-    fn five_lines_a_second_pass_forever() {
+    fn five_lines_a_second_never_wait() {
         let t0 = Instant::now();
         let mut limit = RateLimit::new(5.0, 10.0, t0);
         for i in 0..1000 {
-            assert_eq!(limit.check(t0 + SEC / 5 * i), Verdict::Pass, "line {i}");
+            assert_eq!(limit.wait(t0 + SEC / 5 * i), Duration::ZERO, "line {i}");
         }
     }
 
     #[test]
-    fn a_pause_refills_the_bucket_and_forgives_strikes() {
+    fn a_pause_refills_the_bucket_and_makes_the_client_rested() {
         let t0 = Instant::now();
         let mut limit = RateLimit::new(5.0, 10.0, t0);
+        assert!(limit.is_rested(t0));
         for _ in 0..25 {
-            limit.check(t0);
+            limit.wait(t0);
         }
+        assert!(!limit.is_rested(t0 + SEC));
         let later = t0 + 30 * SEC;
+        assert!(limit.is_rested(later));
         for _ in 0..10 {
-            assert_eq!(limit.check(later), Verdict::Pass);
+            assert_eq!(limit.wait(later), Duration::ZERO);
         }
-        for _ in 0..20 {
-            assert_eq!(limit.check(later), Verdict::SlowDown);
-        }
+        assert!(limit.wait(later) > Duration::ZERO);
     }
 
     #[test]
@@ -305,7 +313,7 @@ mod tests {
         let t0 = Instant::now();
         let mut limit = RateLimit::new(0.0, 10.0, t0);
         for _ in 0..10_000 {
-            assert_eq!(limit.check(t0), Verdict::Pass);
+            assert_eq!(limit.wait(t0), Duration::ZERO);
         }
     }
 

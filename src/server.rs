@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use std::sync::{Arc, Mutex};
 
@@ -72,6 +72,9 @@ pub(crate) struct Context {
     pub(crate) failures: LoginFailures,
     /// The threads that write to the sockets.
     pub(crate) flushers: Flushers,
+    /// Closed when the server stops (nothing is ever sent on it), so that a
+    /// client thread waiting out flood control wakes at once.
+    pub(crate) stopping: Receiver<()>,
 }
 
 /// One connection's place in the counts of [`Context`]; given back on drop,
@@ -186,6 +189,7 @@ impl Server {
         }
         let (store_tx, store_thread) = store.spawn(Arc::clone(&registry))?;
         let data_dir = config.data_dir.clone();
+        let (stop_tx, stopping) = crossbeam_channel::bounded::<()>(0);
         let context = Arc::new(Context {
             config,
             registry: Arc::clone(&registry),
@@ -198,6 +202,7 @@ impl Server {
             mutes: Mutes::default(),
             failures: LoginFailures::new(LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW),
             flushers: Flushers::start(FLUSHERS)?,
+            stopping,
         });
         // Every client thread holds a clone; when all are dropped, all are done.
         let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
@@ -216,6 +221,7 @@ impl Server {
             "shutdown",
             "the server is shutting down; goodbye",
         ));
+        drop(stop_tx);
         drop(alive_tx);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         if alive_rx.recv_deadline(deadline) == Err(RecvTimeoutError::Timeout) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use crate::command::{self, ADMIN_HELP, Command, HELP};
 use crate::format;
 use crate::limits::LINGER;
 use crate::limits::{self, LOGIN_ATTEMPTS};
-use crate::moderation::{Ban, RateLimit, Verdict};
+use crate::moderation::{Ban, RateLimit};
 use crate::names;
 use crate::outbox::Outbox;
 use crate::registry::{Announcement, ClientId, Enter};
@@ -66,6 +66,7 @@ pub(crate) fn serve(
         name: None,
         role: Role::Member,
         limit,
+        slowed: false,
         gone: false,
         _slot: slot,
         _alive: alive,
@@ -85,6 +86,8 @@ struct Session {
     role: Role,
     /// Flood control of the lines after login.
     limit: RateLimit,
+    /// Told that its lines are being slowed, and not calm since.
+    slowed: bool,
     /// Already taken out of the registry (after `/quit`).
     gone: bool,
     _slot: Slot,
@@ -116,25 +119,14 @@ impl Session {
         // wait on a read for hours. Give those stack pages back.
         limits::trim_stack();
         loop {
+            // Kicked, banned, dropped as too slow, or the server is stopping:
+            // whatever is still unread is not this session's to handle.
+            if self.outbox.is_closed() {
+                return;
+            }
             let line = reader.read_line();
-            if matches!(line, Ok(Some(_))) {
-                match self.limit.check(Instant::now()) {
-                    Verdict::Pass => {}
-                    Verdict::SlowDown => {
-                        let rate = self.context.config.rate;
-                        let lines = if rate == 1.0 { "line" } else { "lines" };
-                        self.error(format_args!(
-                            "slow down: at most {rate} {lines} a second; that line was not sent"
-                        ));
-                        continue;
-                    }
-                    Verdict::Flooding => {
-                        log::warn!("thread {}: dropped for flooding", self.id);
-                        self.event("flood");
-                        self.error("disconnected: flooding (too many lines too fast)");
-                        return;
-                    }
-                }
+            if matches!(line, Ok(Some(_))) && !self.take_turn() {
+                return;
             }
             let next = match line {
                 Ok(Some(Line::Text(text))) => self.handle(&text),
@@ -159,6 +151,39 @@ impl Session {
                 self.linger(&mut reader);
                 return;
             }
+        }
+    }
+
+    /// Flood control ("fakelag"): a line over `--rate` is not refused but
+    /// handled later. This thread waits before it handles it, reading
+    /// nothing meanwhile, so the kernel's socket buffers and TCP flow control
+    /// hold the rest on the sender's side. The sender is told once when the
+    /// slowing starts. Returns false if the session must end instead
+    /// (shutdown, kick) while it waited.
+    fn take_turn(&mut self) -> bool {
+        let now = Instant::now();
+        let rested = self.limit.is_rested(now);
+        let wait = self.limit.wait(now);
+        if wait.is_zero() {
+            if rested {
+                self.slowed = false;
+            }
+            return true;
+        }
+        if !std::mem::replace(&mut self.slowed, true) {
+            let rate = self.context.config.rate;
+            log::info!(
+                "thread {}: sending faster than {rate} lines a second; slowed down",
+                self.id
+            );
+            // Through the store, so it follows the echo of the lines before.
+            self.then(vec![format::slowed(rate)], false);
+        }
+        // The stop channel never carries anything: it is closed at shutdown,
+        // which ends the wait at once.
+        match self.context.stopping.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => !self.outbox.is_closed(),
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => false,
         }
     }
 
@@ -638,10 +663,16 @@ impl Session {
     /// Sends `lines` and closes the connection once the store has delivered
     /// everything this client asked for before.
     fn close_after(&self, lines: Vec<format::Line>) {
+        self.then(lines, true);
+    }
+
+    /// Sends `lines` once the store has delivered everything this client
+    /// asked for before; then closes the connection if `close`.
+    fn then(&self, lines: Vec<format::Line>, close: bool) {
         let request = Request::Then {
             outbox: self.outbox.clone(),
             lines,
-            close: true,
+            close,
         };
         if let Err(unsent) = self.context.store.send(request) {
             if let Request::Then { lines, .. } = unsent.0 {
@@ -649,7 +680,9 @@ impl Session {
                     self.outbox.send(line);
                 }
             }
-            self.outbox.close();
+            if close {
+                self.outbox.close();
+            }
         }
     }
 

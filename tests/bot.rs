@@ -258,3 +258,28 @@ fn bot_without_a_password_gives_up_on_a_private_server() {
     let err = bot::run(stream, "bot", None, None).expect_err("no login without a password");
     assert!(err.to_string().contains("CHATROOM_PASSWORD"), "{err}");
 }
+
+#[test]
+fn bot_answers_a_burst_of_requests_in_full_without_pacing_itself() {
+    let server = Server::start();
+    let mut alice = User::login(&server.addr, "alice");
+    alice.send("/create lab");
+    alice.expect(|l| l.starts_with("* you created #lab"), "the new room");
+    start_bot(&server.addr, "bot", None, "lab");
+    alice.expect(|l| l == "* bot joined #lab", "the bot joining #lab");
+    // Thirty questions in one write: more than the server's burst for both
+    // alice and the bot. Flood control slows both down and refuses nothing.
+    let burst: String = (0..30).map(|_| "!time\n").collect();
+    alice.writer.write_all(burst.as_bytes()).unwrap();
+    for i in 0..30 {
+        alice.expect(
+            |l| l.contains("] bot: the time is "),
+            &format!("answer {i} of 30"),
+        );
+    }
+    assert!(
+        !alice.seen.iter().any(|l| l.starts_with("! ")),
+        "{:#?}",
+        alice.seen
+    );
+}

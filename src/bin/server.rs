@@ -57,10 +57,12 @@ struct Args {
     /// Seconds a new connection has to send its name (and password).
     #[arg(long, default_value_t = limits::DEFAULT_NAME_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     name_timeout: u64,
-    /// Lines a second each client may send (flood control); 0 turns it off.
+    /// Flood control: lines a second each client's lines are handled at, at
+    /// most. Faster lines are read later, never refused or dropped; 0 turns it
+    /// off.
     #[arg(long, default_value_t = limits::DEFAULT_RATE, value_parser = non_negative)]
     rate: f64,
-    /// Lines a client may send in a burst before --rate applies.
+    /// Lines a client may send at once before --rate applies.
     #[arg(long, default_value_t = limits::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     burst: u32,
     /// Milliseconds before a failed login is answered.

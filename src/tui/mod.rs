@@ -68,10 +68,6 @@ const KEY_POLL: Duration = Duration::from_millis(100);
 /// Time allowed for the terminal thread to notice that the client ends.
 const KEYS_RELEASE: Duration = Duration::from_millis(300);
 
-/// Time allowed for one line to be taken by the socket: a server that stops
-/// reading must not freeze the screen for long.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Inputs handled in a row before the screen is drawn: a history replay is
 /// drawn once, not fifty times, yet the screen never lags far behind.
 const BATCH: usize = 256;
@@ -160,21 +156,44 @@ fn install_panic_hook() {
 }
 
 /// The sending half of the current connection.
+///
+/// Promises:
+/// 1. [`send`](Uplink::send) never blocks the window: lines go to a writer
+///    thread of the connection's own, which may wait as long as the server
+///    takes to read them (its flood control reads a fast sender's lines
+///    later instead of refusing them).
+/// 2. Lines are written whole and in order.
+/// 3. A failed write shuts the connection, so that its reader reports it
+///    closed; dropping the uplink lets the writer finish what is queued.
 struct Uplink {
     conn: u64,
-    stream: TcpStream,
+    lines: Sender<Vec<u8>>,
 }
 
 impl Uplink {
-    /// Sends one line; on failure the connection is shut, so that its
-    /// reader reports it closed.
+    /// Starts the writer thread of connection `conn`.
+    fn new(conn: u64, stream: TcpStream) -> Uplink {
+        let (lines, queued) = crossbeam_channel::unbounded::<Vec<u8>>();
+        thread::spawn(move || {
+            let mut stream = stream;
+            for buf in queued {
+                if let Err(e) = stream.write_all(&buf) {
+                    log::debug!("sending on connection {conn}: {e}");
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+        });
+        Uplink { conn, lines }
+    }
+
+    /// Queues one line for the server.
     fn send(&mut self, line: &str) {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        if let Err(e) = self.stream.write_all(&buf) {
-            log::debug!("sending on connection {}: {e}", self.conn);
-            let _ = self.stream.shutdown(Shutdown::Both);
+        if self.lines.send(buf).is_err() {
+            log::debug!("connection {} is closed; not sent: {line:?}", self.conn);
         }
     }
 }
@@ -213,9 +232,6 @@ fn prepare(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("TCP_NODELAY: {e}");
     }
-    if let Err(e) = stream.set_write_timeout(Some(SEND_TIMEOUT)) {
-        log::debug!("write timeout: {e}");
-    }
 }
 
 /// Starts the reader of an open connection; returns its sending half.
@@ -224,7 +240,7 @@ fn adopt(conn: u64, stream: TcpStream, news: &Sender<News>) -> io::Result<Uplink
     let read_half = stream.try_clone()?;
     let news = news.clone();
     thread::spawn(move || read_lines(conn, read_half, &news));
-    Ok(Uplink { conn, stream })
+    Ok(Uplink::new(conn, stream))
 }
 
 /// Opens connection `conn` in a thread of its own, then reads it.
@@ -399,7 +415,7 @@ fn main_loop(
                     if conn != app.conn() {
                         continue;
                     }
-                    *uplink = Some(Uplink { conn, stream });
+                    *uplink = Some(Uplink::new(conn, stream));
                     Input::Connected { conn }
                 }
                 News::TerminalFailed(e) => return Err(ClientError::Screen(e)),
