@@ -29,9 +29,12 @@ use std::time::Instant;
 use clap::Parser;
 use serde_json::json;
 
-use chatroom::outbox::Flushers;
-use chatroom::registry::Registry;
-use chatroom::store::{MESSAGES_FILE, Request, Store};
+use chatroom::rows::MESSAGES_FILE;
+use chatroom::server::outbox::Flushers;
+use chatroom::server::registry::Registry;
+use chatroom::server::store::{Request, Store};
+use chatroom::server::transport::Accept;
+use chatroom::server::transport::tcp::Tcp;
 
 /// Measures the store: messages persisted per second, and restart recovery time.
 #[derive(Parser, Debug)]
@@ -158,13 +161,14 @@ fn throughput(
     // The sender's outbox: one loopback socket, drained by a thread.
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let mut reader = TcpStream::connect(listener.local_addr()?)?;
-    let (stream, _) = listener.accept()?;
+    let (stream, peer) = listener.accept()?;
     let drain = thread::spawn(move || {
         let mut sink = vec![0u8; 1 << 16];
         while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
     });
     let flushers = Flushers::start(1)?;
-    let outbox = flushers.outbox(Arc::new(stream), usize::MAX / 2, 1)?;
+    let connection = Tcp.open(stream, peer, Instant::now(), 4096)?;
+    let outbox = flushers.outbox(connection.output, usize::MAX / 2, 1)?;
 
     let room: Arc<str> = "general".into();
     let sender: Arc<str> = "bench".into();

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chatroom::store::{MESSAGE_COLUMNS, MESSAGES_FILE};
-use chatroom::tail::{Start, Tail};
-use chatroom::view::filter::Filter;
-use chatroom::view::live;
-use chatroom::view::screen::App;
+use chatroom::rows::{MESSAGE_COLUMNS, MESSAGES_FILE};
+use chatroom::viewer::filter::Filter;
+use chatroom::viewer::live;
+use chatroom::viewer::screen::App;
+use chatroom::viewer::tail::{Start, Tail};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 

@@ -14,7 +14,25 @@ use chrono::{DateTime, Local, SecondsFormat, TimeZone};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::registry::{RoomInfo, UserInfo};
+use crate::rows::Message;
+
+/// A room as `/list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The room's name.
+    pub name: Arc<str>,
+    /// How many are in it.
+    pub members: usize,
+}
+
+/// A user as `/who` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The user's name.
+    pub name: Arc<str>,
+    /// The room they are in; `None` is the lobby.
+    pub room: Option<Arc<str>>,
+}
 
 /// One event as sent to clients, in both renderings. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,25 +92,6 @@ where
 /// The timestamp kept in the CSV files: RFC 3339 with milliseconds and offset.
 pub fn file_time(time: &DateTime<Local>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, false)
-}
-
-/// A stored message, as the store and the history rebuild know it. Its fields
-/// serialize in the order of the columns of `messages.csv` (`id, timestamp,
-/// room, sender, recipient, text`), so the store writes it as a row.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Message<'a> {
-    /// Its id in `messages.csv`.
-    pub id: u64,
-    /// Its RFC 3339 timestamp.
-    pub time: &'a str,
-    /// Its room; empty for a whisper.
-    pub room: &'a str,
-    /// Who sent it.
-    pub from: &'a str,
-    /// Who a whisper is for; empty for a room message.
-    pub to: &'a str,
-    /// What was said.
-    pub text: &'a str,
 }
 
 #[derive(Serialize)]

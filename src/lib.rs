@@ -1,61 +1,49 @@
 //! chatroom: a self-hosted chat server on classic threads and CSV files.
 //!
-//! # A tour
-//! A byte from a client travels like this:
+//! # The house
+//! The source tree shows the sides of the wire:
 //!
-//! 1. [`server`] accepts the connection and starts its thread (one per client).
-//! 2. [`session`] greets it, reads its name (and, on a private server, its
-//!    password, checked against [`accounts`]), then reads its lines through a
-//!    [`wire::LineReader`] (bounded, UTF-8 checked) and cleans them with
-//!    [`wire::sanitize`]. [`command`] turns each line into a command;
-//!    [`moderation`] holds bans, mutes and flood control.
-//! 3. Commands about rooms and people ask the [`registry`]: who is online, who
-//!    is in which room, each room's recent history, behind one `Mutex`.
-//! 4. A message or whisper goes to the [`store`] thread, which appends it to
-//!    `messages.csv`, flushes, and only then hands it to the registry for
-//!    delivery. So nothing is shown before it is written.
-//! 5. Delivery puts one shared line ([`format`]) into each recipient's
-//!    [`outbox::Outbox`], a queue bounded in bytes that never blocks. A few
-//!    shared flusher threads ([`outbox::Flushers`]) drain the queues into the
-//!    sockets in batches, without ever blocking on a slow client; so a client
-//!    costs one thread and one descriptor.
+//! - [`server`]: everything the `server` binary runs. A line from a socket
+//!   goes: [`server::accept`] (the accept loop, one thread per client) →
+//!   [`server::transport`] (the seam: plain TCP today, TLS and WebSocket
+//!   next; it opens the connection on the client's own thread and splits it
+//!   into an input and an output) → [`server::session`] thread
+//!   reads lines from the input (flood control waits here) → commands ask
+//!   [`server::registry`] (who is where) → messages go to [`server::store`],
+//!   which appends to `messages.csv` and flushes *before* it delivers → one
+//!   shared [`format::Line`] per event goes into each recipient's
+//!   [`server::outbox::Outbox`] → a few flusher threads write the queues
+//!   through each connection's transport output, never blocking. A new kind
+//!   of connection is a new file in `src/server/transport/`; sessions,
+//!   registry and store do not change. The module doc of [`server`] has the
+//!   longer tour.
+//! - [`client`]: the `client` binary a person types into. [`client::link`]
+//!   is the connection both front ends share; [`client::plain`] is the line
+//!   client (pipes, `--plain`); [`client::tui`] the full-screen client over
+//!   the server's JSON mode.
+//! - [`viewer`]: the two viewer binaries. [`viewer::tail`] follows a CSV file
+//!   by byte offset; the rest turns rows into a chat view (`list_messages`)
+//!   and a log (`message_logs`).
 //!
-//! [`limits`] names every bound; [`config`] holds what the flags set.
-//! [`names`] has the rules for user and room names. [`table`] keeps the small
-//! CSV tables (`accounts.csv`, `bans.csv`) that are rewritten atomically.
+//! What both sides share, and what imports none of the three:
 //!
-//! The other side of the wire: [`client`] is the client a person types into
-//! (`client` binary). On a terminal it hands over to [`tui`], the full-screen
-//! client: the server's JSON events and the keys become inputs of one plain
-//! state struct, which answers with actions (send, reconnect, ring, exit) and
-//! is drawn with ratatui. With `--plain`, or on a pipe, [`client`] itself
-//! runs: a reader thread shows the server's lines, an input thread sends
-//! typed lines, and the caller's thread decides when the session ends.
+//! - [`wire`]: reading bounded lines, sanitising text;
+//! - [`format`](mod@format): the text and JSON renderings of every event the server
+//!   sends, built once and shared by every recipient;
+//! - [`names`]: the rules for user and room names;
+//! - [`rows`]: the data files, their columns and row shapes;
+//! - [`logging`]: the binaries' log lines.
 //!
-//! The files are read back by the two viewers:
-//!
-//! - [`tail`] follows a CSV file by byte offset (half-written rows wait for
-//!   their line end; truncation, replacement and a late file are handled) and
-//!   finds the last N rows of a big file by scanning back from its end.
-//! - [`view`] turns the rows into a chat (`list_messages`: plain lines, or a
-//!   full-screen ratatui view) and a log (`message_logs`, with `--stats`).
+//! The three sides never import one another. Only [`server::stack`] holds
+//! `unsafe` code (giving idle stack pages back); the rest of the crate denies
+//! it, and system calls go through `rustix`.
+#![deny(unsafe_code)]
 
-pub mod accounts;
 pub mod client;
-pub mod command;
-pub mod config;
 pub mod format;
-pub mod limits;
 pub mod logging;
-pub mod moderation;
 pub mod names;
-pub mod outbox;
-pub mod registry;
+pub mod rows;
 pub mod server;
-mod session;
-pub mod store;
-pub mod table;
-pub mod tail;
-pub mod tui;
-pub mod view;
+pub mod viewer;
 pub mod wire;

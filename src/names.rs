@@ -2,8 +2,12 @@
 
 use std::fmt;
 
-use crate::limits::{MAX_NAME_CHARS, MAX_ROOM_CHARS};
 use crate::wire::is_forbidden;
+
+/// Longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 32;
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

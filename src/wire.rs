@@ -61,6 +61,11 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// The source the lines are read from.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// The next line; `Ok(None)` at end of stream. I/O errors (including read
     /// timeouts) are returned as they are, and the reader stays usable.
     pub fn read_line(&mut self) -> io::Result<Option<Line>> {

@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
-use chatroom::tail::{Restart, Start, Tail, TailEvent};
+use chatroom::viewer::tail::{Restart, Start, Tail, TailEvent};
 
 const GIB: u64 = 1 << 30;
 

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use chatroom::tui::app::{
+use chatroom::client::tui::app::{
     Action, App, Ending, Entry, Input, Link, RECONNECT_ATTEMPTS, REFRESH_EVERY, backoff,
 };
-use chatroom::tui::chat::Kind;
+use chatroom::client::tui::chat::Kind;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// A client with a fixed clock of day, its first connection just opened.

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use chatroom::tui::app::{App, Input, backoff};
-use chatroom::tui::chat::{MENTION_STYLE, name_colour};
-use chatroom::tui::view;
+use chatroom::client::tui::app::{App, Input, backoff};
+use chatroom::client::tui::chat::{MENTION_STYLE, name_colour};
+use chatroom::client::tui::view;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;

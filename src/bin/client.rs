@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use chatroom::client::{self, Options};
+use chatroom::client::{self, Options, link};
 use clap::Parser;
 
 /// Chat with a chatroom server from a terminal, or from a script through a pipe.
@@ -13,13 +13,13 @@ use clap::Parser;
 #[command(name = "client", version)]
 struct Flags {
     /// Host name or IP address of the server
-    #[arg(long, default_value = client::DEFAULT_HOST)]
+    #[arg(long, default_value = link::DEFAULT_HOST)]
     host: String,
     /// TCP port of the server
-    #[arg(long, default_value_t = client::DEFAULT_PORT)]
+    #[arg(long, default_value_t = link::DEFAULT_PORT)]
     port: u16,
     /// Name to log in with, sent as soon as the connection is made (empty: a guest name)
-    #[arg(long, value_parser = client::parse_name)]
+    #[arg(long, value_parser = link::parse_name)]
     name: Option<String>,
     /// The plain line-by-line client even on a terminal (a pipe always gets it)
     #[arg(long)]

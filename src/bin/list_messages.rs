@@ -1,13 +1,13 @@
 //! `list_messages`: messages.csv as a chat. Parses flags and calls
-//! [`chatroom::view::messages::list_messages`].
+//! [`chatroom::viewer::messages::list_messages`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use chatroom::view::messages::{ListOptions, list_messages};
-use chatroom::view::{Count, Mode};
+use chatroom::viewer::messages::{ListOptions, list_messages};
+use chatroom::viewer::{Count, Mode};
 
 /// Shows the server's messages.csv as a chat: time, room, sender, text.
 ///

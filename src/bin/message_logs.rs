@@ -1,13 +1,13 @@
 //! `message_logs`: data.csv as a live log. Parses flags and calls
-//! [`chatroom::view::logs::message_logs`].
+//! [`chatroom::viewer::logs::message_logs`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use chatroom::view::logs::{LogOptions, message_logs};
-use chatroom::view::{Count, Mode};
+use chatroom::viewer::logs::{LogOptions, message_logs};
+use chatroom::viewer::{Count, Mode};
 
 /// Shows the server's data.csv as a log: one line per connection event (time,
 /// event, ip:port, thread, name), coloured by kind on a terminal (unless

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use chatroom::accounts::{Accounts, Role};
-use chatroom::config::Config;
-use chatroom::limits;
-use chatroom::moderation::{Ban, Bans};
 use chatroom::names;
-use chatroom::server::{Server, Shutdown};
+use chatroom::server::accounts::{Accounts, Role};
+use chatroom::server::config::Config;
+use chatroom::server::limits;
+use chatroom::server::moderation::{Ban, Bans};
+use chatroom::server::{Listener, Server, Shutdown};
 
 /// A self-hosted chat server: rooms, history, whispers; every message kept in
 /// messages.csv and every connection in data.csv. With accounts (see
@@ -242,7 +242,7 @@ fn serve(config: Config, host: &str, port: u16) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("listening on {local}");
-    match server.run(listener, shutdown) {
+    match server.run(vec![Listener::plain(listener)], shutdown) {
         Ok(()) => {
             log::info!("stopped; all messages are in messages.csv");
             ExitCode::SUCCESS

@@ -54,7 +54,7 @@ use ratatui::crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 
-use crate::client::{self, ClientError, LostReason, Options};
+use crate::client::link::{self as client, ClientError, LostReason, Options};
 use app::{Action, App, Ending, Input};
 
 /// How often the clock ticks: often enough for the reconnect countdown and

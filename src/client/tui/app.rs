@@ -33,10 +33,10 @@ use ratatui::crossterm::event::{
 use super::chat::{Chat, ChatLine, Kind, mentions};
 use super::editor::Editor;
 use super::protocol::{self, Event, Field, HelpEntry};
-use crate::client::sanitise;
+use crate::client::link::sanitise;
 
 /// Time allowed for the server to close the connection after `/quit`.
-pub const LEAVE_GRACE: Duration = crate::client::LEAVE_GRACE;
+pub const LEAVE_GRACE: Duration = crate::client::link::LEAVE_GRACE;
 
 /// The first wait before reconnecting: long enough not to hammer a server
 /// that is restarting.

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::names;
-use crate::view::row::{Event, MessageRef};
+use crate::viewer::row::{Event, MessageRef};
 
 /// Rooms named in the summary line; the rest are summed up, so the line stays one line.
 const ROOMS_NAMED: usize = 10;
@@ -98,7 +98,7 @@ impl Stats {
         let mut parts: Vec<String> = rooms
             .iter()
             .take(ROOMS_NAMED)
-            .map(|(room, n)| format!("#{} {n}", crate::view::text::clean(room)))
+            .map(|(room, n)| format!("#{} {n}", crate::viewer::text::clean(room)))
             .collect();
         if rooms.len() > ROOMS_NAMED {
             let rest = &rooms[ROOMS_NAMED..];
@@ -124,7 +124,7 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::row::{Message, Stamp};
+    use crate::viewer::row::{Message, Stamp};
 
     fn event(thread: u64, name: &str, kind: &str, ip: &str) -> Event {
         Event {

@@ -18,11 +18,11 @@ use crossterm::terminal::{
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 
-use crate::store::MESSAGE_COLUMNS;
-use crate::tail::{Progress, Tail, TailEvent};
-use crate::view::row::{Parsed, check_header, parse_message, parse_message_ref};
-use crate::view::screen::{Action, App, Item, OLDER_PAGE};
-use crate::view::{POLL_INTERVAL, ViewError};
+use crate::rows::MESSAGE_COLUMNS;
+use crate::viewer::row::{Parsed, check_header, parse_message, parse_message_ref};
+use crate::viewer::screen::{Action, App, Item, OLDER_PAGE};
+use crate::viewer::tail::{Progress, Tail, TailEvent};
+use crate::viewer::{POLL_INTERVAL, ViewError};
 
 /// Bytes read from the file between two looks at the keyboard, so keys stay
 /// responsive while a big backlog is read.
@@ -70,7 +70,7 @@ impl Drop for TerminalGuard {
 }
 
 /// The view's row for a raw row of `messages.csv`.
-pub fn item_of(row: &crate::tail::RawRow<'_>) -> Item {
+pub fn item_of(row: &crate::viewer::tail::RawRow<'_>) -> Item {
     match parse_message(row) {
         Parsed::Row(m) => Item::Message(m),
         Parsed::Malformed(m) => Item::Malformed(m),
@@ -191,8 +191,8 @@ fn event_loop(tail: &mut Tail, app: &mut App, stop: &AtomicBool) -> Result<(), V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tail::Start;
-    use crate::view::filter::Filter;
+    use crate::viewer::filter::Filter;
+    use crate::viewer::tail::Start;
     use crossterm::event::{KeyCode, KeyEvent};
     use ratatui::backend::TestBackend;
 

@@ -17,56 +17,19 @@ use std::thread::{self, JoinHandle};
 
 use chrono::{DateTime, Local};
 use crossbeam_channel::{Receiver, Sender};
-use serde::Serialize;
 
-use crate::format::{self, Line, Message};
-use crate::limits::{STORE_BATCH, STORE_BATCH_BYTES, STORE_QUEUE};
+use crate::format::{self, Line};
 use crate::names;
-use crate::outbox::Outbox;
-use crate::registry::{Announcement, ClientId, Registry};
-
-/// Columns of `messages.csv`.
-pub const MESSAGE_COLUMNS: [&str; 6] = ["id", "timestamp", "room", "sender", "recipient", "text"];
-/// Columns of `data.csv`.
-pub const EVENT_COLUMNS: [&str; 6] = ["timestamp", "ip", "port", "thread", "name", "event"];
-/// Columns of `rooms.csv`, the rooms made with `/create`.
-pub const ROOM_COLUMNS: [&str; 3] = ["timestamp", "room", "creator"];
-
-/// File names in the data directory.
-pub const MESSAGES_FILE: &str = "messages.csv";
-/// See [`MESSAGES_FILE`].
-pub const EVENTS_FILE: &str = "data.csv";
-/// See [`MESSAGES_FILE`].
-pub const ROOMS_FILE: &str = "rooms.csv";
+use crate::rows::{
+    EVENT_COLUMNS, EVENTS_FILE, EventRow, MESSAGE_COLUMNS, MESSAGES_FILE, Message, ROOM_COLUMNS,
+    ROOMS_FILE, RoomRow,
+};
+use crate::server::limits::{STORE_BATCH, STORE_BATCH_BYTES, STORE_QUEUE};
+use crate::server::outbox::Outbox;
+use crate::server::registry::{Announcement, ClientId, Registry};
 
 /// Bytes a CSV writer gathers before it writes: a whole batch in one call.
 const WRITE_BUFFER: usize = 1 << 20;
-
-/// A row of `data.csv`: one connection event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EventRow {
-    /// RFC 3339 with offset.
-    pub timestamp: String,
-    /// Peer address.
-    pub ip: String,
-    /// Peer port.
-    pub port: u16,
-    /// Number of the thread serving the connection.
-    pub thread: u64,
-    /// The user's name, once known.
-    pub name: String,
-    /// `connect`, `login`, `disconnect`, `login-failed`, `login-refused`,
-    /// `flood`, or a moderation act with its target (`kick NAME reason`).
-    pub event: String,
-}
-
-/// A row of `rooms.csv`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct RoomRow<'a> {
-    timestamp: &'a str,
-    room: &'a str,
-    creator: &'a str,
-}
 
 /// What the store is asked to do, in order.
 pub enum Request {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::names;
-use crate::table::{Table, TableError};
+use crate::server::table::{Table, TableError};
 
 /// File name of the ban table in the data directory.
 pub const BANS_FILE: &str = "bans.csv";

@@ -13,20 +13,35 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::Shutdown;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+use rustix::event::{EventfdFlags, Timespec, eventfd};
+
 use crate::format::{self, Line};
-use crate::limits::{FLUSHER_STACK, WRITE_BATCH};
+use crate::server::limits::{FLUSHER_STACK, WRITE_BATCH};
+use crate::server::transport::Output;
 
 /// The epoll token of a flusher's own wake-up eventfd.
 const WAKE: u64 = u64::MAX;
 /// Events taken from epoll per call.
 const EVENTS: usize = 256;
+/// How long an idle flusher sleeps before it looks at its stop flag.
+const IDLE_WAIT: Timespec = Timespec {
+    tv_sec: 0,
+    tv_nsec: 200_000_000,
+};
+/// No wait: a flusher with work to do only collects what is ready.
+const NO_WAIT: Timespec = Timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -60,7 +75,7 @@ struct Queue {
 /// flusher.
 struct Shared {
     token: u64,
-    stream: Arc<TcpStream>,
+    output: Arc<dyn Output>,
     flusher: Arc<Flusher>,
     queue: Mutex<Queue>,
     limit: usize,
@@ -104,7 +119,7 @@ impl Outbox {
             queue.end = End::Overflow;
             self.schedule(queue);
             // Wake the client's reader so that it leaves its room at once.
-            let _ = shared.stream.shutdown(Shutdown::Read);
+            shared.output.shutdown(Shutdown::Read);
             return false;
         }
         queue.lines.push_back(line);
@@ -138,6 +153,12 @@ impl Outbox {
         queue.end != End::Open || queue.finished
     }
 
+    /// Ends the reading side of the connection: the client's thread wakes
+    /// from its read and ends (a kick, a ban, shutdown).
+    pub fn stop_reading(&self) {
+        self.shared.output.shutdown(Shutdown::Read);
+    }
+
     /// Chooses the rendering of the lines not yet written: JSON or text.
     pub fn set_json(&self, json: bool) {
         self.shared.json.store(json, Ordering::Release);
@@ -150,7 +171,7 @@ impl Drop for Shared {
         let finished = lock(&self.queue).finished;
         if !finished {
             // Every handle is gone without a close: end the connection anyway.
-            let _ = self.stream.shutdown(Shutdown::Both);
+            self.output.shutdown(Shutdown::Both);
             self.live.done();
         }
     }
@@ -190,20 +211,8 @@ struct Flusher {
 
 impl Flusher {
     fn new() -> io::Result<Flusher> {
-        // SAFETY: plain syscalls; each result is checked before it is owned.
-        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epoll < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `epoll` is a fresh descriptor that nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        // SAFETY: as above.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if wake < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `wake` is a fresh descriptor that nothing else owns.
-        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        let epoll = epoll::create(CreateFlags::CLOEXEC)?;
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let flusher = Flusher {
             epoll,
             wake,
@@ -211,19 +220,24 @@ impl Flusher {
             clients: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
         };
-        flusher.watch(flusher.wake.as_raw_fd(), WAKE, libc::EPOLLIN as u32)?;
+        epoll::add(
+            &flusher.epoll,
+            &flusher.wake,
+            EventData::new_u64(WAKE),
+            EventFlags::IN,
+        )?;
         Ok(flusher)
     }
 
-    /// Adds a descriptor to the epoll set.
-    fn watch(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
-        let mut event = libc::epoll_event { events, u64: token };
-        // SAFETY: both descriptors are open; `event` lives across the call.
-        let done =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if done < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    /// Watches a socket for room to write: edge-triggered, one event each
+    /// time a full socket takes bytes again.
+    fn watch(&self, socket: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        epoll::add(
+            &self.epoll,
+            socket,
+            EventData::new_u64(token),
+            EventFlags::OUT | EventFlags::ET,
+        )?;
         Ok(())
     }
 
@@ -239,46 +253,33 @@ impl Flusher {
     }
 
     fn wake_up(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
+        // A full counter already means "wake up"; nothing else can fail here.
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
 
     /// The thread: waits for handed-over outboxes and writable sockets, and
     /// flushes each, round after round, until stopped with nothing left.
     fn run(&self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
         let mut round: VecDeque<Arc<Shared>> = VecDeque::new();
         let mut batch: Vec<Line> = Vec::with_capacity(WRITE_BATCH);
         loop {
-            let timeout = if round.is_empty() { 200 } else { 0 };
-            // SAFETY: `events` has room for EVENTS entries and lives across the call.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    EVENTS as libc::c_int,
-                    timeout,
-                )
+            let timeout = if round.is_empty() {
+                &IDLE_WAIT
+            } else {
+                &NO_WAIT
             };
-            for event in events.iter().take(usize::try_from(n).unwrap_or(0)) {
-                let token = event.u64;
+            events.clear();
+            if let Err(e) = epoll::wait(&self.epoll, spare_capacity(&mut events), Some(timeout))
+                && e != rustix::io::Errno::INTR
+            {
+                log::error!("a flusher cannot wait for sockets: {e}");
+            }
+            for event in &events {
+                let token = event.data.u64();
                 if token == WAKE {
-                    let mut sink: u64 = 0;
-                    // SAFETY: reads 8 bytes into a live u64 from our own eventfd.
-                    unsafe {
-                        libc::read(
-                            self.wake.as_raw_fd(),
-                            (&mut sink as *mut u64).cast(),
-                            std::mem::size_of::<u64>(),
-                        );
-                    }
+                    let mut sink = [0u8; 8];
+                    let _ = rustix::io::read(&self.wake, &mut sink);
                 } else {
                     // Release the map's lock before anything else: if this is
                     // the last handle, dropping it takes that lock again.
@@ -322,6 +323,7 @@ enum Flushed {
 /// Writes what one outbox has queued, without blocking.
 fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
     let json = shared.json.load(Ordering::Acquire);
+    let output = &*shared.output;
     let offset;
     {
         let mut queue = lock(&shared.queue);
@@ -335,11 +337,11 @@ fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
             queue.bytes = 0;
             queue.finished = true;
             drop(queue);
-            last_words(shared, json, cut);
+            last_words(output, json, cut);
             finish(shared, Shutdown::Both);
             return Flushed::Idle;
         }
-        if queue.lines.is_empty() {
+        if queue.lines.is_empty() && !output.pending() {
             if queue.end == End::Close {
                 queue.finished = true;
                 drop(queue);
@@ -353,7 +355,7 @@ fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
         batch.extend(queue.lines.iter().take(WRITE_BATCH).cloned());
     }
 
-    let written = write_some(&shared.stream, batch, offset, json);
+    let written = output.write(batch, offset, json);
     let result = match written {
         Ok(written) => {
             let mut queue = lock(&shared.queue);
@@ -361,7 +363,7 @@ fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
             let mut left = written + offset;
             let mut popped = 0;
             for line in batch.iter() {
-                let len = line.for_mode(json).len();
+                let len = output.rendering(line, json).len();
                 if left >= len {
                     left -= len;
                     popped += line.weight();
@@ -372,7 +374,7 @@ fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
             }
             queue.offset = left;
             queue.bytes -= popped;
-            if queue.lines.is_empty() && queue.end == End::Open {
+            if queue.lines.is_empty() && queue.end == End::Open && !output.pending() {
                 queue.scheduled = false;
                 Flushed::Idle
             } else {
@@ -397,64 +399,19 @@ fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
     result
 }
 
-/// Writes as much of `lines` (the first from `offset` on) as the socket takes
-/// now. Returns the bytes written.
-fn write_some(stream: &TcpStream, lines: &[Line], offset: usize, json: bool) -> io::Result<usize> {
-    let mut slices: Vec<libc::iovec> = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        let text = line.for_mode(json).as_bytes();
-        let text = if i == 0 {
-            &text[offset.min(text.len())..]
-        } else {
-            text
-        };
-        if !text.is_empty() {
-            slices.push(libc::iovec {
-                iov_base: text.as_ptr() as *mut libc::c_void,
-                iov_len: text.len(),
-            });
-        }
-    }
-    if slices.is_empty() {
-        return Ok(0);
-    }
-    // SAFETY: a zeroed msghdr is valid; we set only the iovec fields.
-    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-    message.msg_iov = slices.as_mut_ptr();
-    message.msg_iovlen = slices.len().min(libc::UIO_MAXIOV as usize) as _;
-    loop {
-        // SAFETY: every iovec points into a `Line` that `lines` keeps alive
-        // across the call; the socket is open while `stream` lives.
-        let sent = unsafe {
-            libc::sendmsg(
-                stream.as_raw_fd(),
-                &message,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent >= 0 {
-            return Ok(sent as usize);
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
-}
-
 /// The `! ` line of a client dropped for not reading, if its socket takes it.
-fn last_words(shared: &Shared, json: bool, cut: bool) {
+fn last_words(output: &dyn Output, json: bool, cut: bool) {
     let line = format::error("disconnected: you stopped reading and too much was waiting for you");
     let mut lines = vec![line];
     if cut {
         lines.insert(0, Line::new("\n", "\n"));
     }
-    let _ = write_some(&shared.stream, &lines, 0, json);
+    let _ = output.write(&lines, 0, json);
 }
 
 /// Shuts the connection and counts the outbox as finished.
 fn finish(shared: &Shared, how: Shutdown) {
-    let _ = shared.stream.shutdown(how);
+    shared.output.shutdown(how);
     shared.live.done();
 }
 
@@ -495,14 +452,14 @@ impl Flushers {
         })
     }
 
-    /// An outbox for `stream` holding at most `limit` bytes; `token` names the
+    /// An outbox for `output` holding at most `limit` bytes; `token` names the
     /// client (unique while it lives).
-    pub fn outbox(&self, stream: Arc<TcpStream>, limit: usize, token: u64) -> io::Result<Outbox> {
+    pub fn outbox(&self, output: Arc<dyn Output>, limit: usize, token: u64) -> io::Result<Outbox> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.flushers.len();
         let flusher = Arc::clone(&self.flushers[index]);
         let shared = Arc::new(Shared {
             token,
-            stream: Arc::clone(&stream),
+            output: Arc::clone(&output),
             flusher: Arc::clone(&flusher),
             queue: Mutex::new(Queue {
                 lines: VecDeque::new(),
@@ -517,12 +474,7 @@ impl Flushers {
             live: Arc::clone(&self.live),
         });
         lock(&flusher.clients).insert(token, Arc::downgrade(&shared));
-        // Edge-triggered: one event each time a full socket takes bytes again.
-        flusher.watch(
-            stream.as_raw_fd(),
-            token,
-            (libc::EPOLLOUT | libc::EPOLLET) as u32,
-        )?;
+        flusher.watch(output.socket(), token)?;
         self.live.add();
         Ok(Outbox { shared })
     }
@@ -562,17 +514,22 @@ impl Flushers {
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read};
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
-    fn pair() -> (Arc<TcpStream>, TcpStream) {
+    use crate::server::transport::Accept;
+    use crate::server::transport::tcp::Tcp;
+
+    /// The server's writing half of a fresh TCP connection, and the client.
+    fn pair() -> (Arc<dyn Output>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
+        let (server, peer) = listener.accept().unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        (Arc::new(server), client)
+        let connection = Tcp.open(server, peer, Instant::now(), 4096).unwrap();
+        (connection.output, client)
     }
 
     #[test]

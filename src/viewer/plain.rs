@@ -3,8 +3,8 @@
 //! when a wrap width is given), with fixed columns so the output lines up and
 //! `grep`, `cut` and `awk` work on it.
 
-use crate::view::row::{Event, Malformed, MessageRef};
-use crate::view::text::{self, clean, push_padded};
+use crate::viewer::row::{Event, Malformed, MessageRef};
+use crate::viewer::text::{self, clean, push_padded};
 
 /// Columns kept for the room (`#general`, or `whisper`); longer ones push the rest right.
 pub const ROOM_WIDTH: usize = 12;
@@ -140,7 +140,7 @@ pub fn malformed(out: &mut String, m: &Malformed, colour: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::row::{Message, Parsed, parse_event, parse_message, tests::parse_all};
+    use crate::viewer::row::{Message, Parsed, parse_event, parse_message, tests::parse_all};
 
     fn messages(text: &str) -> Vec<Message> {
         parse_all(text, parse_message)

@@ -15,7 +15,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{self, NameError};
-use crate::table::{Table, TableError};
+use crate::server::table::{Table, TableError};
 
 /// File name of the accounts table in the data directory.
 pub const ACCOUNTS_FILE: &str = "accounts.csv";

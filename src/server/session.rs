@@ -12,45 +12,56 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use std::time::Duration;
 
-use crate::accounts::Role;
-use crate::command::{self, ADMIN_HELP, Command, HELP};
 use crate::format;
-use crate::limits::LINGER;
-use crate::limits::{self, LOGIN_ATTEMPTS};
-use crate::moderation::{Ban, RateLimit};
 use crate::names;
-use crate::outbox::Outbox;
-use crate::registry::{Announcement, ClientId, Enter};
-use crate::server::Context;
-use crate::server::Slot;
-use crate::store::{EventRow, Request};
-use crate::wire::{Line, LineReader, sanitize};
+use crate::rows::EventRow;
+use crate::server::accounts::Role;
+use crate::server::command::{self, ADMIN_HELP, Command, HELP};
+use crate::server::context::{Context, Slot};
+use crate::server::limits::LINGER;
+use crate::server::limits::LOGIN_ATTEMPTS;
+use crate::server::moderation::{Ban, RateLimit};
+use crate::server::outbox::Outbox;
+use crate::server::registry::{Announcement, ClientId, Enter};
+use crate::server::stack;
+use crate::server::store::Request;
+use crate::server::transport::{Accept, Input};
+use crate::wire::{Line, sanitize};
 
 /// Serves one connection from greeting to goodbye. `_alive` is dropped when the
 /// thread ends, which is how shutdown knows every client is done.
 pub(crate) fn serve(
     context: Arc<Context>,
+    accept: &dyn Accept,
     stream: TcpStream,
     addr: SocketAddr,
     id: ClientId,
     alive: Sender<()>,
     slot: Slot,
 ) {
-    let stream = Arc::new(stream);
-    let outbox =
-        match context
-            .flushers
-            .outbox(Arc::clone(&stream), context.config.outbox_bytes(), id)
-        {
-            Ok(outbox) => outbox,
-            Err(e) => {
-                log::warn!("{addr} dropped: cannot watch its socket: {e}");
-                return;
-            }
-        };
-    context
-        .registry
-        .connect(id, outbox.clone(), Arc::clone(&stream), addr.ip());
+    let max_line = context.config.max_line;
+    let deadline = Instant::now() + context.config.name_timeout;
+    let connection = match accept.open(stream, addr, deadline, max_line) {
+        Ok(connection) => connection,
+        Err(e) => {
+            log::info!(
+                "{addr} dropped: its {} connection did not open: {e}",
+                accept.kind()
+            );
+            return;
+        }
+    };
+    let outbox = match context
+        .flushers
+        .outbox(connection.output, context.config.outbox_bytes(), id)
+    {
+        Ok(outbox) => outbox,
+        Err(e) => {
+            log::warn!("{addr} dropped: cannot watch its socket: {e}");
+            return;
+        }
+    };
+    context.registry.connect(id, outbox.clone(), addr.ip());
     log::info!("connect {} port {} thread {id}", addr.ip(), addr.port());
     let limit = RateLimit::new(
         context.config.rate,
@@ -59,7 +70,6 @@ pub(crate) fn serve(
     );
     let mut session = Session {
         context,
-        stream,
         addr,
         id,
         outbox,
@@ -72,13 +82,12 @@ pub(crate) fn serve(
         _alive: alive,
     };
     session.event("connect");
-    session.run();
+    session.run(connection.input);
 }
 
 /// One connection and what the server knows of it.
 struct Session {
     context: Arc<Context>,
-    stream: Arc<TcpStream>,
     addr: SocketAddr,
     id: ClientId,
     outbox: Outbox,
@@ -101,23 +110,22 @@ enum Next {
 }
 
 impl Session {
-    fn run(&mut self) {
+    fn run(&mut self, mut input: Box<dyn Input>) {
         let online = self.context.registry.connections();
         let private = self.context.accounts.is_private().unwrap_or(false);
         self.outbox.send(format::hello(online, private));
         self.outbox.send(format::name_prompt());
-        let stream = Arc::clone(&self.stream);
-        let mut reader = LineReader::new(&*stream, self.context.config.max_line);
-        if !self.ask_name(&mut reader) {
+        let reader = &mut *input;
+        if !self.ask_name(reader) {
             return;
         }
-        if let Err(e) = self.stream.set_read_timeout(None) {
+        if let Err(e) = reader.set_read_timeout(None) {
             log::debug!("thread {}: {e}", self.id);
             return;
         }
         // Logging in runs deep (formatting, JSON, logs); most clients then
         // wait on a read for hours. Give those stack pages back.
-        limits::trim_stack();
+        stack::trim_stack();
         loop {
             // Kicked, banned, dropped as too slow, or the server is stopping:
             // whatever is still unread is not this session's to handle.
@@ -148,7 +156,7 @@ impl Session {
                 }
             };
             if let Next::Quit = next {
-                self.linger(&mut reader);
+                self.linger(reader);
                 return;
             }
         }
@@ -189,7 +197,7 @@ impl Session {
 
     /// The name prompt (and the password prompt on a private server).
     /// Returns false if the client left, took too long or failed too often.
-    fn ask_name(&mut self, reader: &mut LineReader<&TcpStream>) -> bool {
+    fn ask_name(&mut self, reader: &mut dyn Input) -> bool {
         let timeout = self.context.config.name_timeout;
         let deadline = Instant::now() + timeout;
         let mut failures = 0;
@@ -227,13 +235,13 @@ impl Session {
     /// An unreadable line gets an error and `prompt` again.
     fn read_login_line(
         &self,
-        reader: &mut LineReader<&TcpStream>,
+        reader: &mut dyn Input,
         deadline: Instant,
         prompt: fn() -> format::Line,
     ) -> Result<String, LoginEnd> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || reader.set_read_timeout(Some(left)).is_err() {
                 return Err(LoginEnd::TimedOut);
             }
             match reader.read_line() {
@@ -268,7 +276,7 @@ impl Session {
     fn take_name(
         &mut self,
         typed: &str,
-        reader: &mut LineReader<&TcpStream>,
+        reader: &mut dyn Input,
         deadline: Instant,
     ) -> Result<(), Refusal> {
         let clean = sanitize(typed);
@@ -688,11 +696,11 @@ impl Session {
 
     /// After `/quit`, reads and drops what the client still sends until it
     /// closes or [`LINGER`] passes, so that closing does not reset the goodbye.
-    fn linger(&self, reader: &mut LineReader<&TcpStream>) {
+    fn linger(&self, reader: &mut dyn Input) {
         let deadline = Instant::now() + LINGER;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || reader.set_read_timeout(Some(left)).is_err() {
                 return;
             }
             match reader.read_line() {

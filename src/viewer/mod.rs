@@ -1,8 +1,11 @@
-//! The viewers: `list_messages` shows `messages.csv` as a chat, `message_logs`
-//! shows `data.csv` as a live log. Both read through [`crate::tail`], so both
+//! The viewer side: `list_messages` shows `messages.csv` as a chat,
+//! `message_logs` shows `data.csv` as a live log. Both read through [`tail`], so both
 //! start at the end of a big file, follow it by offset, wait for half-written
 //! rows, and start over when the file is truncated or replaced.
 //!
+//! - [`tail`] follows a CSV file by byte offset (half-written rows wait for
+//!   their line end; truncation, replacement and a late file are handled) and
+//!   finds the last N rows of a big file by scanning back from its end.
 //! - [`row`] turns raw rows into typed [`row::Message`]s and [`row::Event`]s,
 //!   or [`row::Malformed`] reports.
 //! - [`text`] cleans, measures and wraps text for the terminal.
@@ -19,7 +22,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::tail::{Restart, Tail, TailEvent};
+use tail::{Restart, Tail, TailEvent};
 
 pub mod filter;
 pub mod live;
@@ -29,6 +32,7 @@ pub mod plain;
 pub mod row;
 pub mod screen;
 pub mod stats;
+pub mod tail;
 pub mod text;
 
 /// How often a follower looks at the file again when nothing was new: short
@@ -132,8 +136,12 @@ impl std::error::Error for ViewError {}
 /// Where a plain viewer starts, from `--tail` and whether it follows:
 /// `--once` without `--tail` reads the whole file; following starts with the
 /// last `screenful` rows.
-pub fn plain_start(count: Option<Count>, follow: bool, screenful: usize) -> crate::tail::Start {
-    use crate::tail::Start;
+pub fn plain_start(
+    count: Option<Count>,
+    follow: bool,
+    screenful: usize,
+) -> crate::viewer::tail::Start {
+    use crate::viewer::tail::Start;
     match (count, follow) {
         (Some(Count::Rows(n)), _) => Start::LastRows(n),
         (Some(Count::All), _) | (None, false) => Start::Beginning,

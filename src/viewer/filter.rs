@@ -1,7 +1,7 @@
 //! Which messages a viewer shows: a room and a search text, both optional.
 
 use crate::names;
-use crate::view::row::MessageRef;
+use crate::viewer::row::MessageRef;
 
 /// A room and a search, as the user typed them.
 ///
@@ -89,7 +89,7 @@ fn contains_folded(haystack: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::row::{Message, Stamp};
+    use crate::viewer::row::{Message, Stamp};
 
     fn message(room: &str, recipient: &str, text: &str) -> Message {
         Message {

@@ -1,7 +1,7 @@
 //! The full-screen chat view of `list_messages`: its state ([`App`]), what
 //! keys do to it, and how it is drawn into a ratatui [`Frame`].
 //!
-//! No I/O happens here. The loop in [`crate::view::live`] feeds the app rows
+//! No I/O happens here. The loop in [`crate::viewer::live`] feeds the app rows
 //! from the tail and keys from the terminal, and asks it whether it wants
 //! older rows; tests feed it the same way and draw it on ratatui's
 //! `TestBackend`.
@@ -18,10 +18,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::names;
-use crate::tail::Restart;
-use crate::view::filter::Filter;
-use crate::view::row::{Malformed, Message};
-use crate::view::text::{self, clean};
+use crate::viewer::filter::Filter;
+use crate::viewer::row::{Malformed, Message};
+use crate::viewer::tail::Restart;
+use crate::viewer::text::{self, clean};
 
 /// Rows kept in memory: past this, the oldest are dropped as new ones come,
 /// so a viewer left open for weeks stays small (about 200 bytes a row).
@@ -249,7 +249,7 @@ impl App {
                     .room_width
                     .max(text::width(&room).min(ROOM_COLUMNS.end));
                 let mut who = String::new();
-                crate::view::plain::push_who_label(&mut who, &m.borrowed());
+                crate::viewer::plain::push_who_label(&mut who, &m.borrowed());
                 self.who_width = self.who_width.max(text::width(&who).min(WHO_COLUMNS.end));
                 if !m.is_whisper() {
                     let folded = names::fold(&m.room);
@@ -477,7 +477,7 @@ impl App {
             format!("#{}", clean(&m.room))
         };
         let mut who = String::new();
-        crate::view::plain::push_who_label(&mut who, &m.borrowed());
+        crate::viewer::plain::push_who_label(&mut who, &m.borrowed());
         let mut prefix = vec![
             Span::styled(m.time.clock().to_string(), Style::new().fg(Color::DarkGray)),
             Span::raw(" "),
@@ -676,7 +676,7 @@ fn highlighted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::row::Stamp;
+    use crate::viewer::row::Stamp;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 
@@ -845,7 +845,7 @@ mod tests {
         let mut app = chat(1);
         app.push(Item::Malformed(Malformed {
             offset: 4242,
-            problem: crate::view::row::Problem::Columns {
+            problem: crate::viewer::row::Problem::Columns {
                 found: 2,
                 expected: 6,
             },

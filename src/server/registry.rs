@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::format::{self, Line};
+use crate::format::{self, Line, RoomInfo, UserInfo};
 use crate::names::{self, NameError};
-use crate::outbox::Outbox;
+use crate::server::outbox::Outbox;
 
 /// A connection's number: the number of the server thread that serves it.
 pub type ClientId = u64;
@@ -52,7 +52,6 @@ struct Client {
     /// Key of the room the client is in; `None` is the lobby.
     room: Option<String>,
     outbox: Outbox,
-    stream: Arc<TcpStream>,
     ip: IpAddr,
 }
 
@@ -124,15 +123,6 @@ impl Announcement {
     }
 }
 
-/// A room as `/list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomInfo {
-    /// The room's name.
-    pub name: Arc<str>,
-    /// How many are in it.
-    pub members: usize,
-}
-
 /// An online user, as moderation finds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -143,15 +133,6 @@ pub struct Found {
     /// Their address.
     pub ip: IpAddr,
     /// Their room; `None` is the lobby.
-    pub room: Option<Arc<str>>,
-}
-
-/// A user as `/who` shows them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserInfo {
-    /// The user's name.
-    pub name: Arc<str>,
-    /// The room they are in; `None` is the lobby.
     pub room: Option<Arc<str>>,
 }
 
@@ -212,14 +193,13 @@ impl Registry {
     }
 
     /// Records a new connection, not named yet.
-    pub fn connect(&self, id: ClientId, outbox: Outbox, stream: Arc<TcpStream>, ip: IpAddr) {
+    pub fn connect(&self, id: ClientId, outbox: Outbox, ip: IpAddr) {
         self.lock().clients.insert(
             id,
             Client {
                 name: None,
                 room: None,
                 outbox,
-                stream,
                 ip,
             },
         );
@@ -434,15 +414,11 @@ impl Registry {
 
     /// Sends `line` to a client, then ends its connection (kick, ban).
     pub fn drop_client(&self, id: ClientId, line: Line) {
-        let found = self
-            .lock()
-            .clients
-            .get(&id)
-            .map(|c| (c.outbox.clone(), Arc::clone(&c.stream)));
-        if let Some((outbox, stream)) = found {
+        let found = self.lock().clients.get(&id).map(|c| c.outbox.clone());
+        if let Some(outbox) = found {
             outbox.send(line);
             outbox.close();
-            let _ = stream.shutdown(Shutdown::Read);
+            outbox.stop_reading();
         }
     }
 
@@ -513,16 +489,16 @@ impl Registry {
     /// Tells every connection `line`, closes its outbox after it, and wakes its
     /// reader, so that every client thread ends. Used at shutdown.
     pub fn close_all(&self, line: Line) {
-        let clients: Vec<(Outbox, Arc<TcpStream>)> = self
+        let clients: Vec<Outbox> = self
             .lock()
             .clients
             .values()
-            .map(|c| (c.outbox.clone(), Arc::clone(&c.stream)))
+            .map(|c| c.outbox.clone())
             .collect();
-        for (outbox, stream) in clients {
+        for outbox in clients {
             outbox.send(line.clone());
             outbox.close();
-            let _ = stream.shutdown(Shutdown::Read);
+            outbox.stop_reading();
         }
     }
 }

@@ -6,9 +6,9 @@ use std::fmt;
 
 use chrono::DateTime;
 
-use crate::store::{EVENT_COLUMNS, MESSAGE_COLUMNS};
-use crate::tail::RawRow;
-use crate::view::text;
+use crate::rows::{EVENT_COLUMNS, MESSAGE_COLUMNS};
+use crate::viewer::tail::RawRow;
+use crate::viewer::text;
 
 /// Characters of a malformed row quoted in its report.
 const EXCERPT_CHARS: usize = 60;
@@ -375,7 +375,7 @@ pub fn parse_event(row: &RawRow<'_>) -> Parsed<Event> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::tail::RowReader;
+    use crate::viewer::tail::RowReader;
 
     /// Parses `text` (rows without a header) with `parse`.
     pub(crate) fn parse_all<T>(text: &str, parse: fn(&RawRow<'_>) -> Parsed<T>) -> Vec<Parsed<T>> {

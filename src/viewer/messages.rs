@@ -4,12 +4,12 @@
 use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 
-use crate::store::{MESSAGE_COLUMNS, MESSAGES_FILE};
-use crate::tail::{RowFilter, Start, Tail, TailEvent};
-use crate::view::filter::Filter;
-use crate::view::row::{Parsed, check_header, parse_message_ref};
-use crate::view::screen::App;
-use crate::view::{
+use crate::rows::{MESSAGE_COLUMNS, MESSAGES_FILE};
+use crate::viewer::filter::Filter;
+use crate::viewer::row::{Parsed, check_header, parse_message_ref};
+use crate::viewer::screen::App;
+use crate::viewer::tail::{RowFilter, Start, Tail, TailEvent};
+use crate::viewer::{
     Count, Mode, ViewError, live, plain, plain_start, print_plain, screenful, terminal_width,
 };
 

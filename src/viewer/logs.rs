@@ -5,11 +5,11 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use crate::names;
-use crate::store::{EVENT_COLUMNS, EVENTS_FILE, MESSAGES_FILE};
-use crate::tail::{RowFilter, Start, Tail, TailEvent};
-use crate::view::row::{Event, Parsed, check_header, parse_event, parse_message_ref};
-use crate::view::stats::Stats;
-use crate::view::{
+use crate::rows::{EVENT_COLUMNS, EVENTS_FILE, MESSAGES_FILE};
+use crate::viewer::row::{Event, Parsed, check_header, parse_event, parse_message_ref};
+use crate::viewer::stats::Stats;
+use crate::viewer::tail::{RowFilter, Start, Tail, TailEvent};
+use crate::viewer::{
     Count, Mode, PLAIN_BUDGET, POLL_INTERVAL, ViewError, plain, plain_start, print_plain, screenful,
 };
 
@@ -187,7 +187,7 @@ fn read_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::row::Stamp;
+    use crate::viewer::row::Stamp;
 
     fn event(name: &str, ip: &str) -> Event {
         Event {

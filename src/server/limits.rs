@@ -1,9 +1,11 @@
 //! Every bound the server keeps, named with the reason it exists.
 //!
-//! Flags may change some of these per run (see [`crate::config::Config`]); the
+//! Flags may change some of these per run (see [`crate::server::config::Config`]); the
 //! constants here are the defaults and the hard floors and ceilings.
 
 use std::time::Duration;
+
+pub use crate::names::{MAX_NAME_CHARS, MAX_ROOM_CHARS};
 
 /// Default address: loopback, so a fresh server is reachable only from this machine.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -39,10 +41,6 @@ pub const LOGIN_ATTEMPTS: usize = 3;
 pub const LOGIN_FAILURES_PER_IP: usize = 10;
 /// See [`LOGIN_FAILURES_PER_IP`].
 pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// Longest name, in characters.
-pub const MAX_NAME_CHARS: usize = 32;
-/// Longest room name, in characters.
-pub const MAX_ROOM_CHARS: usize = 32;
 /// Extra bytes a chat line carries besides its text (timestamp, name, markers).
 pub const LINE_OVERHEAD: usize = 64 + MAX_NAME_CHARS * 4;
 /// Slack in every outbox beyond one full history replay: room for live traffic
@@ -88,61 +86,24 @@ pub fn outbox_bytes(history: usize, max_line: usize) -> usize {
 /// Raises the soft limit on open files to the hard limit, since every client
 /// holds one descriptor. Returns the limit now in force.
 pub fn raise_open_files_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid rlimit for the call to fill in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit that lives across the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(std::io::Error::last_os_error());
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) if current < maximum => {
+            setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(maximum),
+                    maximum: Some(maximum),
+                },
+            )?;
+            Ok(maximum)
         }
-        return Ok(limit.rlim_max);
-    }
-    Ok(limit.rlim_cur)
-}
-
-/// Gives the kernel back the pages of this thread's stack below the current
-/// frame (less a small margin). A client thread touches a few pages while it logs in, then waits on
-/// a read for hours with a shallow stack; with ten thousand clients those idle
-/// pages are a third of the server's memory. Pages given back are zero-filled
-/// again if the thread goes deep later, so this is only ever a saving.
-#[inline(never)]
-pub fn trim_stack() {
-    const PAGE: usize = 4096;
-    const MARGIN: usize = 768;
-    let marker = 0u8;
-    let here = std::ptr::addr_of!(marker) as usize;
-    // SAFETY: pthread_getattr_np fills `attr` for the calling thread, which is
-    // destroyed after use; madvise only touches the part of this thread's own
-    // stack mapping that lies more than a page below this frame, where no
-    // live data is (the stack grows down and nothing here is borrowed there).
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return;
+        (None, _) | (Some(_), None) => {
+            // Unlimited already, or a soft limit with no ceiling above it.
+            Ok(limit.current.unwrap_or(u64::MAX))
         }
-        let mut low: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let got = libc::pthread_attr_getstack(&attr, &mut low, &mut size);
-        libc::pthread_attr_destroy(&mut attr);
-        if got != 0 {
-            return;
-        }
-        let low = (low as usize).div_ceil(PAGE) * PAGE;
-        // Keep what the read path below this frame needs; give back the rest.
-        let high = here.saturating_sub(MARGIN) & !(PAGE - 1);
-        if high > low && here < low + size {
-            libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED);
-        }
+        (Some(current), Some(_)) => Ok(current),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::limits;
+use crate::server::limits;
 
 /// How one server runs. Built by the `server` binary from its flags, or by tests
 /// and benchmarks directly; [`Config::default`] is the contract's default server.

@@ -1,0 +1,216 @@
+//! The server side of the wire: everything the `server` binary runs.
+//!
+//! # A tour
+//! A line from a client travels like this:
+//!
+//! 1. [`accept`] takes the connection on one of the listeners and starts its
+//!    thread (one per client), with a small stack.
+//! 2. On that thread, the listener's kind of [`transport`] opens the
+//!    connection (plain TCP today; a TLS handshake or a WebSocket upgrade
+//!    would run here) and splits it into an input and an output.
+//! 3. [`session`] greets the client, reads its name (and on a private server
+//!    its password, checked against [`accounts`]), then reads its lines from
+//!    the input. [`command`] turns each into a command; [`moderation`] holds
+//!    bans, mutes and flood control, which makes this thread wait before it
+//!    reads a fast sender's next line.
+//! 4. Commands about rooms and people ask the [`registry`]: who is online,
+//!    who is in which room, each room's recent history, behind one `Mutex`.
+//! 5. A message or whisper goes to the [`store`] thread, which appends it to
+//!    `messages.csv`, flushes, and only then hands it to the registry for
+//!    delivery. So nothing is shown before it is written.
+//! 6. Delivery puts one shared [`Line`](crate::format::Line) into each
+//!    recipient's [`outbox::Outbox`], a queue bounded in bytes that never
+//!    blocks. A few shared flusher threads ([`outbox::Flushers`]) drain the
+//!    queues through each connection's transport output, without ever
+//!    blocking on a slow client.
+//!
+//! [`context`] is what the client threads share; [`limits`] names every
+//! bound; [`config`] holds what the flags set; [`table`] keeps the small CSV
+//! tables (`accounts.csv`, `bans.csv`) that are rewritten atomically;
+//! [`stack`] is the one module with `unsafe` code.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::RecvTimeoutError;
+
+use crate::format;
+use crate::server::accounts::Accounts;
+use crate::server::config::Config;
+use crate::server::context::Context;
+use crate::server::limits::{
+    FLUSHERS, LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_PER_IP, SHUTDOWN_GRACE,
+};
+use crate::server::moderation::{Bans, LoginFailures, Mutes};
+use crate::server::outbox::Flushers;
+use crate::server::registry::Registry;
+use crate::server::store::{Recovered, Store, StoreError};
+use crate::server::transport::Accept;
+
+pub mod accept;
+pub mod accounts;
+pub mod command;
+pub mod config;
+pub mod context;
+pub mod limits;
+pub mod moderation;
+pub mod outbox;
+pub mod registry;
+pub mod session;
+pub mod stack;
+pub mod store;
+pub mod table;
+pub mod transport;
+
+/// A bound listening socket and the kind of connection it hands out.
+pub struct Listener {
+    /// The socket, bound and listening.
+    pub socket: TcpListener,
+    /// What its connections are (plain TCP, TLS, ...).
+    pub accept: Arc<dyn Accept>,
+}
+
+impl Listener {
+    /// A listener of plain TCP connections, the contract's own.
+    pub fn plain(socket: TcpListener) -> Listener {
+        Listener {
+            socket,
+            accept: Arc::new(transport::tcp::Tcp),
+        }
+    }
+}
+
+/// Asks a running server to stop. Cheap to clone; safe from a signal handler's
+/// thread.
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// A handle that has not been triggered.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Asks the server to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// True once [`trigger`](Shutdown::trigger) was called.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A server with its data read back, ready to serve.
+pub struct Server {
+    config: Config,
+    store: Store,
+    recovered: Recovered,
+}
+
+impl Server {
+    /// Opens the data directory: repairs torn rows, rebuilds rooms, history and
+    /// the next ids.
+    pub fn open(config: Config) -> Result<Server, StoreError> {
+        let (store, recovered) = Store::open(&config.data_dir, config.history)?;
+        log::info!(
+            "{} messages in {} rooms read back from {}; next message id {}",
+            recovered.messages,
+            recovered.rooms.len(),
+            config.data_dir.display(),
+            recovered.next_id
+        );
+        Ok(Server {
+            config,
+            store,
+            recovered,
+        })
+    }
+
+    /// What was read back from the data directory.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    /// Serves `listeners` until `shutdown` is triggered; then tells every
+    /// client, flushes the files and returns.
+    pub fn run(self, listeners: Vec<Listener>, shutdown: Shutdown) -> io::Result<()> {
+        let Server {
+            config,
+            store,
+            recovered,
+        } = self;
+        let registry = Arc::new(Registry::new(
+            recovered.rooms,
+            config.history,
+            config.announce_limit,
+        ));
+        if let Some(room) = &config.default_room {
+            registry.ensure_room(room);
+        }
+        let (store_tx, store_thread) = store.spawn(Arc::clone(&registry))?;
+        let data_dir = config.data_dir.clone();
+        let (stop_tx, stopping) = crossbeam_channel::bounded::<()>(0);
+        let context = Arc::new(Context {
+            config,
+            registry: Arc::clone(&registry),
+            store: store_tx,
+            guests: AtomicU64::new(1),
+            live: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            accounts: Accounts::open(&data_dir),
+            bans: Bans::open(&data_dir),
+            mutes: Mutes::default(),
+            failures: LoginFailures::new(LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW),
+            flushers: Flushers::start(FLUSHERS)?,
+            stopping,
+        });
+        // Every client thread holds a clone; when all are dropped, all are done.
+        let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
+
+        accept::accept_loop(
+            &listeners,
+            &context,
+            &alive_tx,
+            recovered.next_thread,
+            &shutdown,
+        )?;
+        drop(listeners);
+
+        log::info!("shutting down: telling {} clients", registry.connections());
+        registry.close_all(format::notice_as(
+            "shutdown",
+            "the server is shutting down; goodbye",
+        ));
+        drop(stop_tx);
+        drop(alive_tx);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        if alive_rx.recv_deadline(deadline) == Err(RecvTimeoutError::Timeout) {
+            log::warn!("some clients did not finish within {SHUTDOWN_GRACE:?}");
+        }
+        let flushers_done = context.flushers.wait_idle(Instant::now() + SHUTDOWN_GRACE);
+        let Ok(context) = Arc::try_unwrap(context) else {
+            log::warn!("a client thread is still running at exit");
+            return Ok(());
+        };
+        let Context {
+            store, flushers, ..
+        } = context;
+        drop(store);
+        if store_thread.join().is_err() {
+            log::error!("the store thread panicked");
+        }
+        // The store may have delivered the last messages after the goodbyes;
+        // the flushers finish what they can, then stop.
+        if !flushers_done {
+            log::warn!("some clients were not sent everything before exit");
+        }
+        flushers.stop();
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! The transport seam: the one place that knows how a connection carries
+//! bytes. Plain TCP ([`tcp`]) is one implementation; TLS and WebSocket are
+//! the next two. Sessions, the registry, the store and the outboxes only ever
+//! see the traits below, so a new kind of connection is a new file here and
+//! a new listener, nothing else.
+//!
+//! A connection has two halves:
+//!
+//! - its [`Input`], owned by the client's own thread: where the session's
+//!   lines come from. Reads block, with a timeout the session sets (the name
+//!   timeout, the linger after `/quit`); flood control makes this thread wait
+//!   before it reads on. Nothing else ever reads.
+//! - its [`Output`], shared (`Arc`) by the client's [`Outbox`], the flusher
+//!   thread that drains it, and the registry: how queued [`Line`]s become
+//!   bytes on the wire, written without ever blocking.
+//!
+//! An [`Accept`] turns a freshly accepted TCP stream into a [`Connection`].
+//! It runs on the client's own thread, so a slow handshake (TLS, an HTTP
+//! upgrade) holds up nobody else, and gives up at the deadline it is given.
+//!
+//! # What the next two will do here
+//! - **TLS** (rustls): `open` runs the handshake, blocking, until the
+//!   deadline. The input does a raw blocking read of ciphertext *without* any
+//!   lock, then locks the shared connection state to feed it in and take the
+//!   plaintext out, and unlocks. The output locks the same state to encrypt
+//!   the rendering and sends the records with a non-blocking `sendmsg`;
+//!   records the socket did not take stay inside rustls and are reported by
+//!   [`Output::pending`], so the flusher keeps the connection until they are
+//!   out. The lock is never held across a blocking read.
+//! - **WebSocket** (tungstenite): `open` reads the HTTP request and answers
+//!   the upgrade. The input reads one text frame per line. The output's
+//!   [`Output::rendering`] is the event's frame, encoded once per event and
+//!   shared by every recipient like the text and JSON renderings are.
+//!
+//! [`Outbox`]: crate::server::outbox::Outbox
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::format::Line;
+use crate::wire;
+
+pub mod tcp;
+
+/// A kind of connection a listener hands out: plain TCP, TLS, WebSocket.
+pub trait Accept: Send + Sync {
+    /// Its short name, for logs and the ready line (`tcp`, `tls`, `web`).
+    fn kind(&self) -> &'static str;
+
+    /// Makes a connection of the stream a listener accepted from `peer`. Runs
+    /// on the client's own thread; a handshake gives up at `deadline`.
+    /// `max_line` bounds the lines its [`Input`] returns.
+    fn open(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        deadline: Instant,
+        max_line: usize,
+    ) -> io::Result<Connection>;
+
+    /// Tells a connection it is turned away (server full, too many from its
+    /// address, ...) and closes it, without waiting on it: runs on the accept
+    /// loop's thread. Plain text by default.
+    fn refuse(&self, stream: TcpStream, why: &str) {
+        crate::server::accept::refuse_plain(stream, why);
+    }
+}
+
+/// An open connection, split into the half its thread reads from and the
+/// half the flushers write to.
+pub struct Connection {
+    /// Where the session's lines come from.
+    pub input: Box<dyn Input>,
+    /// Where its outbox's lines go.
+    pub output: Arc<dyn Output>,
+}
+
+/// The reading half of a connection, owned by the client's thread.
+///
+/// Promises:
+/// 1. Lines come whole, in order, each at most the `max_line` given to
+///    [`Accept::open`]; a longer one is [`wire::Line::TooLong`], bytes that are
+///    not UTF-8 [`wire::Line::NotUtf8`]. Memory stays bounded whatever the
+///    peer sends.
+/// 2. `Ok(None)` is the end of the stream, also after
+///    [`Output::shutdown`]`(Read)` from another thread, which wakes a
+///    blocked read.
+/// 3. A read waits at most the timeout set last (a `WouldBlock` or
+///    `TimedOut` error after it); `None` waits for ever.
+pub trait Input: Send {
+    /// The next line the client sent; `Ok(None)` at the end.
+    fn read_line(&mut self) -> io::Result<Option<wire::Line>>;
+
+    /// How long reads may wait from now on.
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+/// The writing half of a connection, shared by its outbox, its flusher and
+/// the registry.
+///
+/// Promises:
+/// 1. [`write`](Output::write) never blocks: it writes what the connection
+///    takes now and says how much that was.
+/// 2. Only the connection's flusher calls `write`, one call at a time, so
+///    what it writes keeps its order.
+/// 3. Bytes a `write` reported taken reach the peer in order, before any
+///    taken later, unless the connection fails.
+/// 4. [`shutdown`](Output::shutdown) may be called from any thread, any
+///    number of times.
+pub trait Output: Send + Sync {
+    /// The socket whose room to write the flushers wait for (edge-triggered).
+    fn socket(&self) -> BorrowedFd<'_>;
+
+    /// The bytes `line` is on this connection's wire, for a client in JSON
+    /// mode or not. Empty when such a client is sent nothing for it.
+    fn rendering<'a>(&self, line: &'a Line, json: bool) -> &'a [u8];
+
+    /// Writes as much as the connection takes now, without blocking, of the
+    /// renderings of `lines` one after the other, the first from byte
+    /// `offset` on. Returns how many of those bytes were taken; an error of
+    /// kind `WouldBlock` when none were and the socket is full.
+    fn write(&self, lines: &[Line], offset: usize, json: bool) -> io::Result<usize>;
+
+    /// True while bytes that [`write`](Output::write) took still wait inside
+    /// the transport for room in the socket (TLS records): the flusher calls
+    /// `write` again, with no lines, when the socket has room. Plain TCP
+    /// never holds any.
+    fn pending(&self) -> bool {
+        false
+    }
+
+    /// Ends reading (waking the client's thread), writing, or both.
+    fn shutdown(&self, how: Shutdown);
+}

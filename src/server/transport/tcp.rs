@@ -1,0 +1,129 @@
+//! Plain TCP: the contract's own transport. Lines in are read with a
+//! [`LineReader`]; lines out are the text or JSON rendering, written with one
+//! non-blocking `sendmsg` per batch (one system call, however many lines).
+
+use std::io::{self, IoSlice, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+
+use super::{Accept, Connection, Input, Output};
+use crate::format::Line;
+use crate::wire::{self, LineReader};
+
+/// Lines a flusher writes in one `sendmsg` at most (`UIO_MAXIOV` is 1024).
+const MAX_SLICES: usize = 1024;
+
+/// Plain TCP connections.
+pub struct Tcp;
+
+impl Accept for Tcp {
+    fn kind(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn open(
+        &self,
+        stream: TcpStream,
+        _peer: SocketAddr,
+        _deadline: Instant,
+        max_line: usize,
+    ) -> io::Result<Connection> {
+        let stream = Arc::new(stream);
+        Ok(Connection {
+            input: Box::new(TcpInput {
+                lines: LineReader::new(Socket(Arc::clone(&stream)), max_line),
+            }),
+            output: Arc::new(TcpOutput { stream }),
+        })
+    }
+}
+
+/// The socket, shared by both halves; reading needs a `Read` of its own.
+struct Socket(Arc<TcpStream>);
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+/// The reading half of a TCP connection.
+pub struct TcpInput {
+    lines: LineReader<Socket>,
+}
+
+impl Input for TcpInput {
+    fn read_line(&mut self) -> io::Result<Option<wire::Line>> {
+        self.lines.read_line()
+    }
+
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.lines.get_ref().0.set_read_timeout(timeout)
+    }
+}
+
+/// The writing half of a TCP connection.
+pub struct TcpOutput {
+    stream: Arc<TcpStream>,
+}
+
+impl Output for TcpOutput {
+    fn socket(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    fn rendering<'a>(&self, line: &'a Line, json: bool) -> &'a [u8] {
+        line.for_mode(json).as_bytes()
+    }
+
+    fn write(&self, lines: &[Line], offset: usize, json: bool) -> io::Result<usize> {
+        send_lines(self.stream.as_fd(), lines, offset, |line| {
+            line.for_mode(json).as_bytes()
+        })
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        let _ = self.stream.shutdown(how);
+    }
+}
+
+/// Writes the renderings of `lines` (the first from `offset` on) with one
+/// non-blocking `sendmsg`. Returns the bytes the socket took.
+pub fn send_lines<'a>(
+    socket: BorrowedFd<'_>,
+    lines: &'a [Line],
+    offset: usize,
+    render: impl Fn(&'a Line) -> &'a [u8],
+) -> io::Result<usize> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(lines.len().min(MAX_SLICES));
+    for (i, line) in lines.iter().take(MAX_SLICES).enumerate() {
+        let bytes = render(line);
+        let bytes = if i == 0 {
+            &bytes[offset.min(bytes.len())..]
+        } else {
+            bytes
+        };
+        if !bytes.is_empty() {
+            slices.push(IoSlice::new(bytes));
+        }
+    }
+    if slices.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        match sendmsg(
+            socket,
+            &slices,
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        ) {
+            Ok(sent) => return Ok(sent),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
