@@ -211,9 +211,10 @@ fn passwords_and_hashes_appear_in_no_file_stream_or_log() {
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().unwrap() != "accounts.csv" {
+            // The message index is binary (SQLite): read as bytes.
             places.push((
                 path.display().to_string(),
-                std::fs::read_to_string(&path).unwrap(),
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned(),
             ));
         }
     }

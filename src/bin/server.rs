@@ -68,6 +68,11 @@ struct Args {
     /// Milliseconds before a failed login is answered.
     #[arg(long, default_value_t = limits::DEFAULT_LOGIN_DELAY.as_millis() as u64)]
     login_delay_ms: u64,
+    /// Do not sync messages.csv and data.csv to the disk after each batch:
+    /// faster, but a power cut (not a crash) may lose the last messages
+    /// people were shown.
+    #[arg(long)]
+    no_fsync: bool,
 }
 
 /// Managing accounts and bans.
@@ -158,6 +163,7 @@ fn main() -> ExitCode {
         burst: args.burst,
         max_per_ip: args.max_per_ip,
         login_delay: Duration::from_millis(args.login_delay_ms),
+        fsync: !args.no_fsync,
     };
     serve(config, &args.host, args.port)
 }
