@@ -320,6 +320,18 @@ pub fn history_end(room: &str) -> Line {
     )
 }
 
+/// Lines joined into one, so that they are queued together and nothing
+/// else comes between them (a `/history` page, `/search` results).
+pub fn joined(lines: &[Line]) -> Line {
+    let mut text = String::new();
+    let mut json = String::new();
+    for line in lines {
+        text.push_str(line.text());
+        json.push_str(line.json());
+    }
+    Line::new(text, json)
+}
+
 /// The date and time of a stored timestamp, in local time, for lines about
 /// older messages: `2026-11-21 09:14:02`.
 fn date_time(stamp: &str) -> String {

@@ -724,17 +724,17 @@ impl Session {
             }
             lines.push(line);
         }
-        self.outbox.send(format::search_start(
+        let count = lines.len();
+        let mut reply = vec![format::search_start(
             &query,
             room.as_deref(),
-            lines.len(),
+            count,
             hits.building,
-        ));
-        let count = lines.len();
-        for line in lines {
-            self.outbox.send(line);
-        }
-        self.outbox.send(format::search_end(count));
+        )];
+        reply.extend(lines);
+        reply.push(format::search_end(count));
+        // One line for all: no live message comes between.
+        self.outbox.send(format::joined(&reply));
     }
 
     fn say(&self, text: &str) {
