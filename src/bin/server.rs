@@ -26,8 +26,9 @@ use chatroom::server::{Listener, Server, Shutdown};
 struct Args {
     #[command(subcommand)]
     command: Option<Tool>,
-    /// Directory of messages.csv, data.csv, rooms.csv, accounts.csv and
-    /// bans.csv (created if missing).
+    /// Directory of messages.csv (and its search index, messages.index),
+    /// data.csv, rooms.csv, accounts.csv and bans.csv (created if missing).
+    /// One server at a time.
     #[arg(long, default_value = ".", global = true)]
     data_dir: PathBuf,
     /// Address to listen on. Anything but loopback is reachable from the network.

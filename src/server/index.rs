@@ -271,6 +271,18 @@ impl Index {
         })
     }
 
+    /// How far the index has got: the highest id in it, and while it is
+    /// being built from the start of `messages.csv`, how far in per cent.
+    pub fn progress(&self) -> (u64, Option<u8>) {
+        let state = self.shared.lock();
+        (
+            state.indexed.last_id,
+            state
+                .building
+                .map(|total| percent(state.indexed.offset, total)),
+        )
+    }
+
     /// The store's side.
     pub fn feed(&self) -> Feed {
         Feed(Arc::clone(&self.shared))
