@@ -279,9 +279,27 @@ fn write_messages(dir: &Path, rows: u64) {
     out.flush().unwrap();
 }
 
+/// Waits until the server's index is built (its answers say how far).
+fn wait_built(client: &mut Client) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        client.send("/search xylophone");
+        let start = json(&client.expect(|l| l.contains(r#""type":"search""#)));
+        client.expect(|l| l.contains(r#""type":"search_end""#));
+        if start["building"].is_null() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index was never built: {start}"
+        );
+    }
+}
+
 /// What the index answers, the same before and after whatever is tested.
 fn answers(server: &TestServer) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     let mut ben = join_json(server, "ben");
+    wait_built(&mut ben);
     let ids = |found: Vec<(u64, String, String, String)>| -> Vec<u64> {
         found.into_iter().map(|f| f.0).collect()
     };
@@ -349,7 +367,7 @@ fn an_index_deleted_or_damaged_while_the_server_is_down_is_rebuilt_and_answers_t
 #[test]
 fn kill_9_while_the_index_is_built_then_a_restart_gives_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
-    write_messages(dir.path(), 400_000);
+    write_messages(dir.path(), 600_000);
     let mut server = TestServer::start(dir.path(), &[]);
     // Caught halfway: the answer says how far the index has got.
     let mut ben = join_json(&server, "ben");
@@ -365,7 +383,7 @@ fn kill_9_while_the_index_is_built_then_a_restart_gives_the_same_answers() {
     assert_eq!(rare, [1000, 777]);
     assert_eq!(
         common,
-        (399_951..=400_000)
+        (599_951..=600_000)
             .rev()
             .filter(|&id| id != 1000 && id != 777)
             .collect::<Vec<u64>>()

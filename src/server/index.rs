@@ -227,6 +227,7 @@ struct Query {
 /// 3. Whatever happened to `messages.index` (deleted, stale, damaged, cut
 ///    short by a crash), it is rebuilt from `messages.csv`.
 pub struct Index {
+    path: PathBuf,
     shared: Arc<Shared>,
     queries: Sender<Query>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -266,6 +267,7 @@ impl Index {
             );
         }
         Ok(Index {
+            path,
             shared,
             queries,
             threads: Mutex::new(threads),
@@ -348,6 +350,11 @@ impl Index {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for thread in threads {
             let _ = thread.join();
+        }
+        // The last connection to close folds the WAL into the index and
+        // removes it; the query threads' read-only ones cannot.
+        if let Ok(db) = Connection::open(&self.path) {
+            drop(db);
         }
     }
 }
