@@ -74,6 +74,12 @@ struct Args {
     /// people were shown.
     #[arg(long)]
     no_fsync: bool,
+    /// Rooms there may be in all; past it /create is refused.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS)]
+    max_rooms: usize,
+    /// Rooms one name may make with /create (admins are not limited).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS_PER_USER)]
+    max_rooms_per_user: usize,
 }
 
 /// Managing accounts and bans.
@@ -165,6 +171,8 @@ fn main() -> ExitCode {
         max_per_ip: args.max_per_ip,
         login_delay: Duration::from_millis(args.login_delay_ms),
         fsync: !args.no_fsync,
+        max_rooms: args.max_rooms,
+        max_rooms_per_user: args.max_rooms_per_user,
     };
     serve(config, &args.host, args.port)
 }

@@ -33,6 +33,10 @@ pub struct Config {
     pub login_delay: Duration,
     /// Sync each store batch to the disk before anyone is shown it.
     pub fsync: bool,
+    /// Rooms there may be in all.
+    pub max_rooms: usize,
+    /// Rooms one name may make (admins are not limited).
+    pub max_rooms_per_user: usize,
 }
 
 impl Default for Config {
@@ -50,6 +54,8 @@ impl Default for Config {
             max_per_ip: limits::DEFAULT_MAX_PER_IP,
             login_delay: limits::DEFAULT_LOGIN_DELAY,
             fsync: true,
+            max_rooms: limits::DEFAULT_MAX_ROOMS,
+            max_rooms_per_user: limits::DEFAULT_MAX_ROOMS_PER_USER,
         }
     }
 }

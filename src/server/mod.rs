@@ -54,7 +54,7 @@ use crate::server::limits::{
 };
 use crate::server::moderation::{Bans, LoginFailures, Mutes};
 use crate::server::outbox::Flushers;
-use crate::server::registry::Registry;
+use crate::server::registry::{Registry, RoomLimits};
 use crate::server::store::{Recovered, Request, Store, StoreError, StoreOptions};
 use crate::server::transport::Accept;
 
@@ -161,11 +161,15 @@ impl Server {
         } = self;
         let index = Arc::new(Index::start(&config.data_dir)?);
         store.set_feed(index.feed());
-        let registry = Arc::new(Registry::new(
-            recovered.rooms,
-            config.history,
-            config.announce_limit,
-        ));
+        let registry = Arc::new(
+            Registry::new(recovered.rooms, config.history, config.announce_limit).with_room_limits(
+                RoomLimits {
+                    rooms: config.max_rooms,
+                    per_user: config.max_rooms_per_user,
+                },
+                recovered.creators,
+            ),
+        );
         if let Some(room) = &config.default_room {
             registry.ensure_room(room);
         }

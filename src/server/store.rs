@@ -189,6 +189,9 @@ pub struct Recovered {
     pub next_thread: u64,
     /// Every room known, with its last lines (oldest first), ready to send.
     pub rooms: Vec<RoomHistory>,
+    /// Who made each room of `rooms.csv` (one entry per room made), for the
+    /// limit on rooms per user.
+    pub creators: Vec<String>,
     /// Rows of `messages.csv` read.
     pub messages: u64,
     /// Rows that could not be read and were skipped.
@@ -290,18 +293,20 @@ impl Store {
             .map_err(|e| log::warn!("cannot keep {}: {e}", next_id_path.display()))
             .ok();
         recovered.next_thread = read_max_thread(&events_path)? + 1;
-        for room in read_rooms(&rooms_path)? {
-            if !recovered
-                .rooms
-                .iter()
-                .any(|known| names::fold(&known.name) == names::fold(&room))
-            {
+        let mut known: std::collections::HashSet<String> = recovered
+            .rooms
+            .iter()
+            .map(|room| names::fold(&room.name))
+            .collect();
+        for (room, creator) in read_rooms(&rooms_path)? {
+            if known.insert(names::fold(&room)) {
                 recovered.rooms.push(RoomHistory {
                     name: room,
                     lines: Vec::new(),
                     last_id: 0,
                 });
             }
+            recovered.creators.push(creator);
         }
         let mut store = Store {
             messages,
@@ -921,15 +926,15 @@ fn read_max_thread(path: &Path) -> Result<u64, StoreError> {
     Ok(max)
 }
 
-/// The rooms recorded in `rooms.csv`.
-fn read_rooms(path: &Path) -> Result<Vec<String>, StoreError> {
+/// The rooms recorded in `rooms.csv`, each with who made it.
+fn read_rooms(path: &Path) -> Result<Vec<(String, String)>, StoreError> {
     let file = File::open(path).map_err(io_err(path))?;
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
     Ok(reader
         .records()
         .filter_map(Result::ok)
-        .filter_map(|r| r.get(1).map(str::to_string))
-        .filter(|room| names::room_name(room).is_ok())
+        .filter_map(|r| Some((r.get(1)?.to_string(), r.get(2).unwrap_or("").to_string())))
+        .filter(|(room, _)| names::room_name(room).is_ok())
         .collect())
 }
 
