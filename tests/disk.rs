@@ -168,7 +168,7 @@ fn a_full_disk_refuses_messages_and_leaves_every_file_whole() {
     std::fs::create_dir(&data).unwrap();
     let filler = tmpfs.0.join("filler");
     std::fs::write(&filler, vec![b'f'; 16 * 1024]).unwrap();
-    let mut server = TestServer::start(&data, &["--rate", "0", "--no-fsync"]);
+    let mut server = TestServer::start(&data, &["--rate", "0"]);
     let mut alice = server.join("alice");
     let mut shown = BTreeSet::new();
     let mut refused = BTreeSet::new();
