@@ -73,7 +73,8 @@ pub enum Command<'a> {
 pub const HISTORY_PAGE: usize = 50;
 /// The most messages a `/history` page may have.
 pub const HISTORY_PAGE_MAX: usize = 200;
-const HISTORY_USAGE: &str = "/history [N] or /history before ID [N], N from 1 to 200";
+const HISTORY_USAGE: &str =
+    "/history [N] or /history before ID [N], N from 1 (at most 200 are shown)";
 
 /// A line that is not a usable command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,8 +244,11 @@ fn parse_history(args: &str) -> Result<Command<'_>, CommandError> {
     let count = |word: Option<&&str>| -> Result<usize, CommandError> {
         match word {
             None => Ok(HISTORY_PAGE),
-            Some(word) => match number(word).and_then(|n| usize::try_from(n).ok()) {
-                Some(n) if (1..=HISTORY_PAGE_MAX).contains(&n) => Ok(n),
+            // More than the most is the most.
+            Some(word) => match number(word) {
+                Some(n) if n >= 1 => Ok(usize::try_from(n)
+                    .unwrap_or(HISTORY_PAGE_MAX)
+                    .min(HISTORY_PAGE_MAX)),
                 _ => Err(CommandError::Usage(HISTORY_USAGE)),
             },
         }
@@ -415,9 +419,16 @@ mod tests {
                 count: 5
             })
         );
+        assert_eq!(
+            parse("/history 5000"),
+            Ok(Command::History {
+                before: None,
+                count: 200
+            })
+        );
         for bad in [
             "/history 0",
-            "/history 201",
+            "/history -3",
             "/history x",
             "/history before",
             "/history before x",

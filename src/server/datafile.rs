@@ -112,6 +112,9 @@ impl DataFile {
         faults: Faults,
     ) -> Result<DataFile, StoreError> {
         let file = open_csv(path, columns)?;
+        if sync {
+            sync_new(&file, path);
+        }
         let good_len = file
             .metadata()
             .map_err(|source| StoreError::Io {
@@ -286,6 +289,19 @@ impl DataFile {
     /// Syncs whatever was written (at shutdown).
     pub fn sync_all(&mut self) -> io::Result<()> {
         self.file.sync_all()
+    }
+}
+
+/// Syncs a file just opened (maybe just made, with its header) and its
+/// directory, so that a power cut cannot lose the file itself.
+fn sync_new(file: &File, path: &Path) {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let synced = file.sync_all().and_then(|()| File::open(dir)?.sync_all());
+    if let Err(e) = synced {
+        log::warn!("cannot sync {}: {e}", path.display());
     }
 }
 
