@@ -279,8 +279,29 @@ impl DataFile {
             }
             return Ok(Reopened::No);
         }
-        let file =
-            open_csv(&self.path, self.columns).map_err(|e| io::Error::other(e.to_string()))?;
+        let file = match open_csv(&self.path, self.columns) {
+            Ok(file) => file,
+            // Rows landed at the start of a file cut to nothing between our
+            // check and our write: set them aside rather than refuse all.
+            Err(StoreError::Header { .. }) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut aside = self.path.as_os_str().to_owned();
+                aside.push(format!(".headerless-{stamp}"));
+                std::fs::rename(&self.path, &aside)?;
+                log::warn!(
+                    "{} lost its header (cut short while written): moved to {} and started afresh",
+                    self.path.display(),
+                    PathBuf::from(&aside).display()
+                );
+                open_csv(&self.path, self.columns).map_err(|e| io::Error::other(e.to_string()))?
+            }
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        };
+        if self.sync {
+            sync_new(&file, &self.path);
+        }
         self.good_len = file.metadata()?.len();
         self.file = file;
         Ok(Reopened::Fresh)
@@ -370,6 +391,31 @@ mod tests {
             text,
             "id,timestamp,room,sender,recipient,text\n1,t,general,a,,repaired\n"
         );
+    }
+
+    #[test]
+    fn rows_left_without_a_header_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.csv");
+        let mut file = DataFile::open(&path, &MESSAGE_COLUMNS, false, Faults::default()).unwrap();
+        file.commit(b"1,t,general,a,,one\n2,t,general,a,,two\n")
+            .unwrap();
+        // Cut to nothing, then a row written at offset 0 before we looked.
+        std::fs::write(&path, "3,t,general,a,,three\n").unwrap();
+        assert_eq!(
+            file.commit(b"4,t,general,a,,four\n").unwrap(),
+            Reopened::Fresh
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "id,timestamp,room,sender,recipient,text\n4,t,general,a,,four\n"
+        );
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("headerless"))
+            .collect();
+        assert_eq!(aside.len(), 1);
     }
 
     #[test]
