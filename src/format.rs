@@ -369,13 +369,13 @@ pub fn paged(message: &Message<'_>) -> Line {
 
 /// A message found by `/search`:
 /// `[2026-11-21 09:14:02 #general, id 17] bob: lunch?`, or for a whisper
-/// `[2026-11-21 09:15:00 whisper to bob, id 18] alice: psst` (JSON: a
+/// `[2026-11-21 09:15:00 (whisper to bob), id 18] alice: psst` (JSON: a
 /// `message` or `whisper` event as live ones).
 pub fn found(message: &Message<'_>) -> Line {
     if message.room.is_empty() {
         Line::new(
             format!(
-                "[{} whisper to {}, id {}] {}: {}\n",
+                "[{} (whisper to {}), id {}] {}: {}\n",
                 date_time(message.time),
                 message.to,
                 message.id,

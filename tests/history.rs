@@ -391,3 +391,20 @@ fn kill_9_while_the_index_is_built_then_a_restart_gives_the_same_answers() {
     let general: Vec<u64> = (1..500).filter(|id| id % 3 != 0).collect();
     assert_eq!(page_ids, general[general.len() - 20..]);
 }
+
+#[test]
+fn whispers_found_in_text_say_whisper_and_name_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let mut alice = server.join("alice");
+    let mut bob = server.join("bob");
+    alice.send("/msg bob meet at the albatross");
+    bob.expect_line("(whisper) alice: meet at the albatross");
+    bob.send("/search albatross");
+    bob.expect_line("* found 1 for \"albatross\", newest first:");
+    let line = bob.expect(|l| l.starts_with('['));
+    assert!(
+        line.contains(" (whisper to bob), id 1] alice: meet at the albatross"),
+        "{line}"
+    );
+}
