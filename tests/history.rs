@@ -408,3 +408,32 @@ fn whispers_found_in_text_say_whisper_and_name_both_sides() {
         "{line}"
     );
 }
+
+#[test]
+fn a_sound_index_is_kept_across_restarts_even_after_a_row_that_is_not_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    write_messages(dir.path(), 2000);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("messages.csv"))
+        .unwrap();
+    writeln!(file, "not,one,of,ours").unwrap();
+    drop(file);
+    let expected = {
+        let mut server = TestServer::start(dir.path(), &[]);
+        let answers = answers(&server);
+        server.expect_stderr("building the message index");
+        server.signal(libc::SIGTERM);
+        assert!(server.wait_exit().success());
+        answers
+    };
+    let mut server = TestServer::start(dir.path(), &[]);
+    assert_eq!(answers(&server), expected);
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success());
+    let log = server.stderr_text();
+    assert!(
+        !log.contains("building the message index") && !log.contains("rebuilding"),
+        "the index was built again: {log}"
+    );
+}

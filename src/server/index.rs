@@ -658,6 +658,7 @@ impl Indexer {
             last_id: get("last_id")?,
         };
         let last_row = get("last_row")?;
+        let last_row_id = get("last_row_id")?;
         // A small index is checked before it is used; a big one (seconds
         // to check) is used at once and checked beside it.
         if std::fs::metadata(&self.path).map_or(0, |m| m.len()) <= CHECK_AT_ONCE {
@@ -676,8 +677,8 @@ impl Indexer {
         let meta = std::fs::metadata(&self.csv)?;
         let same_file = (meta.dev(), meta.ino()) == (indexed.dev, indexed.ino);
         let fits = indexed.offset <= meta.len();
-        let row_matches = indexed.last_id == 0
-            || last_row_id(&self.csv, last_row, indexed.offset) == Some(indexed.last_id);
+        let row_matches =
+            last_row == 0 || row_id_at(&self.csv, last_row, indexed.offset) == Some(last_row_id);
         if indexed.ino != 0 && same_file && fits && row_matches {
             return Ok(Some(indexed));
         }
@@ -706,7 +707,11 @@ impl Indexer {
             .from_reader(io::Read::take(file, len - from.offset));
         let mut at = from;
         let mut record = csv::ByteRecord::new();
+        // The last row read (whole, if not one of ours): where it starts
+        // and its id (0 if it has none), so that a restart can tell the
+        // index still matches the file.
         let mut last_row = 0u64;
+        let mut last_row_id = 0u64;
         let mut done = false;
         while !done {
             let tx = db.transaction().map_err(sql_err)?;
@@ -733,9 +738,12 @@ impl Indexer {
                         Err(_) => continue,
                     }
                     rows += 1;
+                    last_row = from.offset + start;
                     let Some(row) = row_of(&record) else {
+                        last_row_id = 0;
                         continue;
                     };
+                    last_row_id = row.id;
                     let inserted = insert
                         .execute(params![
                             row.id as i64,
@@ -755,7 +763,6 @@ impl Indexer {
                             .map_err(sql_err)?;
                     }
                     at.last_id = at.last_id.max(row.id);
-                    last_row = from.offset + start;
                 }
                 at.offset = from.offset + reader.position().byte();
                 let mut meta = tx
@@ -767,8 +774,9 @@ impl Indexer {
                     ("offset", at.offset),
                     ("last_id", at.last_id),
                     ("last_row", last_row),
+                    ("last_row_id", last_row_id),
                 ] {
-                    if key == "last_row" && last_row == 0 {
+                    if key.starts_with("last_row") && last_row == 0 {
                         continue;
                     }
                     meta.execute(params![key, value as i64]).map_err(sql_err)?;
@@ -849,8 +857,9 @@ fn row_of(record: &csv::ByteRecord) -> Option<Row<'_>> {
     })
 }
 
-/// The id of the row of `csv` that starts at `at` and ends at `end`.
-fn last_row_id(csv: &Path, at: u64, end: u64) -> Option<u64> {
+/// The id of the row of `csv` that starts at `at` and ends at `end` (0 for
+/// a whole row that is not one of ours); `None` if no row is there.
+fn row_id_at(csv: &Path, at: u64, end: u64) -> Option<u64> {
     let mut file = File::open(csv).ok()?;
     file.seek(SeekFrom::Start(at)).ok()?;
     let mut reader = csv::ReaderBuilder::new()
@@ -862,7 +871,7 @@ fn last_row_id(csv: &Path, at: u64, end: u64) -> Option<u64> {
     if reader.position().byte() != end - at {
         return None;
     }
-    row_of(&record).map(|row| row.id)
+    Some(row_of(&record).map_or(0, |row| row.id))
 }
 
 /// A query thread: answers with its own read connection, reopened whenever
