@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,7 @@ use chatroom::server::accounts::{Accounts, Role};
 use chatroom::server::config::Config;
 use chatroom::server::limits;
 use chatroom::server::moderation::{Ban, Bans};
+use chatroom::server::transport::web::{self, Web};
 use chatroom::server::{Listener, Server, Shutdown};
 
 /// A self-hosted chat server: rooms, history, whispers; every message kept in
@@ -74,6 +76,18 @@ struct Args {
     /// Rooms one name may make with /create (admins are not limited).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS_PER_USER)]
     max_rooms_per_user: usize,
+    /// Serve the web page and its WebSocket (/ws) on this port too; 0 takes
+    /// a free one (printed as `listening on HOST:PORT (web)`).
+    #[arg(long)]
+    web_port: Option<u16>,
+    /// Another origin whose pages may open the chat's WebSocket, besides the
+    /// page's own (e.g. https://chat.example.org); may be given again.
+    #[arg(long = "web-origin", value_name = "ORIGIN")]
+    web_origins: Vec<String>,
+    /// Seconds of silence after which a WebSocket is pinged; one that
+    /// answers nothing by the next ping is dropped as gone.
+    #[arg(long, default_value_t = web::PING_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    web_ping_secs: u64,
 }
 
 /// Managing accounts and bans.
@@ -167,7 +181,16 @@ fn main() -> ExitCode {
         max_rooms: args.max_rooms,
         max_rooms_per_user: args.max_rooms_per_user,
     };
-    serve(config, &args.host, args.port)
+    let web = args.web_port.map(|port| {
+        (
+            port,
+            Web {
+                origins: args.web_origins,
+                ping_every: Duration::from_secs(args.web_ping_secs),
+            },
+        )
+    });
+    serve(config, &args.host, args.port, web)
 }
 
 /// Starts the server again with glibc's per-thread caches off (see
@@ -198,15 +221,30 @@ fn tune_allocator() {
     log::debug!("running with glibc's default caches: {error}");
 }
 
-fn serve(config: Config, host: &str, port: u16) -> ExitCode {
-    let listener = match TcpListener::bind((host, port)) {
+/// Binds a listening socket, or says in one line why it cannot.
+fn bind(host: &str, port: u16, flag: &str) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind((host, port)).map_err(|e| {
+        eprintln!(
+            "error: cannot listen on {host}:{port}: {e} (is another server running there? choose another {flag} or --host)"
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(config: Config, host: &str, port: u16, web: Option<(u16, Web)>) -> ExitCode {
+    let listener = match bind(host, port, "--port") {
         Ok(listener) => listener,
-        Err(e) => {
-            eprintln!(
-                "error: cannot listen on {host}:{port}: {e} (is another server running there? choose another --port or --host)"
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
+    };
+    let web = match web {
+        Some((port, web)) => match bind(host, port, "--web-port") {
+            Ok(socket) => Some(Listener {
+                socket,
+                accept: Arc::new(web),
+            }),
+            Err(code) => return code,
+        },
+        None => None,
     };
     let max_clients = config.max_clients;
     let server = match Server::open(config) {
@@ -250,7 +288,18 @@ fn serve(config: Config, host: &str, port: u16) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("listening on {local}");
-    match server.run(vec![Listener::plain(listener)], shutdown) {
+    let mut listeners = vec![Listener::plain(listener)];
+    if let Some(web) = web {
+        match web.socket.local_addr() {
+            Ok(addr) => println!("listening on {addr} (web)"),
+            Err(e) => {
+                eprintln!("error: cannot read the web port's address: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        listeners.push(web);
+    }
+    match server.run(listeners, shutdown) {
         Ok(()) => {
             log::info!("stopped; all messages are in messages.csv");
             ExitCode::SUCCESS

@@ -42,7 +42,9 @@ pub(crate) fn serve(
     let max_line = context.config.max_line;
     let deadline = Instant::now() + context.config.name_timeout;
     let connection = match accept.open(stream, addr, deadline, max_line) {
-        Ok(connection) => connection,
+        Ok(Some(connection)) => connection,
+        // Served without a session (the web page): no chat, no rows.
+        Ok(None) => return,
         Err(e) => {
             log::info!(
                 "{addr} dropped: its {} connection did not open: {e}",
@@ -53,6 +55,7 @@ pub(crate) fn serve(
             return;
         }
     };
+    let mut input = connection.input;
     let outbox = match context
         .flushers
         .outbox(connection.output, context.config.outbox_bytes(), id)
@@ -65,6 +68,8 @@ pub(crate) fn serve(
             return;
         }
     };
+    let for_input = outbox.clone();
+    input.attach(Box::new(move |line| for_input.send(line)));
     context.registry.connect(id, outbox.clone(), addr.ip());
     log::info!("connect {} port {} thread {id}", addr.ip(), addr.port());
     let limit = RateLimit::new(
@@ -86,8 +91,12 @@ pub(crate) fn serve(
         _alive: alive,
     };
     session.event("connect");
-    session.run(connection.input);
+    session.run(input);
 }
+
+/// Said of a WebSocket message that held a line break.
+const LINE_BREAK_REFUSED: &str =
+    "a message may not hold a line break: send one line per message; it was not sent";
 
 /// Records an event of a connection that never became a session.
 fn record(context: &Context, addr: SocketAddr, id: ClientId, event: &str) {
@@ -163,6 +172,10 @@ impl Session {
                 }
                 Ok(Some(Line::NotUtf8)) => {
                     self.error("that line was not valid UTF-8 text; it was not sent");
+                    Next::Continue
+                }
+                Ok(Some(Line::HasLineBreak)) => {
+                    self.error(LINE_BREAK_REFUSED);
                     Next::Continue
                 }
                 Ok(None) => return,
@@ -268,6 +281,10 @@ impl Session {
                 }
                 Ok(Some(Line::NotUtf8)) => {
                     self.error("that line was not UTF-8 text");
+                    self.outbox.send(prompt());
+                }
+                Ok(Some(Line::HasLineBreak)) => {
+                    self.error(LINE_BREAK_REFUSED);
                     self.outbox.send(prompt());
                 }
                 Ok(None) => return Err(LoginEnd::Left),

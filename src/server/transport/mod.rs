@@ -44,6 +44,7 @@ use crate::format::Line;
 use crate::wire;
 
 pub mod tcp;
+pub mod web;
 
 /// A kind of connection a listener hands out: plain TCP, TLS, WebSocket.
 pub trait Accept: Send + Sync {
@@ -52,14 +53,16 @@ pub trait Accept: Send + Sync {
 
     /// Makes a connection of the stream a listener accepted from `peer`. Runs
     /// on the client's own thread; a handshake gives up at `deadline`.
-    /// `max_line` bounds the lines its [`Input`] returns.
+    /// `max_line` bounds the lines its [`Input`] returns. `Ok(None)` when
+    /// the connection was served without becoming a chat session (a request
+    /// for the web page).
     fn open(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
         deadline: Instant,
         max_line: usize,
-    ) -> io::Result<Connection>;
+    ) -> io::Result<Option<Connection>>;
 
     /// Tells a connection it is turned away (server full, too many from its
     /// address, ...) and closes it, without waiting on it: runs on the accept
@@ -96,6 +99,12 @@ pub trait Input: Send {
 
     /// How long reads may wait from now on.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Gives the input a way to queue bytes of its own in the connection's
+    /// outbox, in order with everything else sent (a WebSocket answers pings
+    /// and closes this way). Called once the outbox exists; plain TCP needs
+    /// none.
+    fn attach(&mut self, _send: Box<dyn Fn(Line) -> bool + Send>) {}
 }
 
 /// The writing half of a connection, shared by its outbox, its flusher and

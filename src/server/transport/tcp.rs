@@ -31,14 +31,14 @@ impl Accept for Tcp {
         _peer: SocketAddr,
         _deadline: Instant,
         max_line: usize,
-    ) -> io::Result<Connection> {
+    ) -> io::Result<Option<Connection>> {
         let stream = Arc::new(stream);
-        Ok(Connection {
+        Ok(Some(Connection {
             input: Box::new(TcpInput {
                 lines: LineReader::new(Socket(Arc::clone(&stream)), max_line),
             }),
             output: Arc::new(TcpOutput { stream }),
-        })
+        }))
     }
 }
 
