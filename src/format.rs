@@ -295,6 +295,41 @@ pub fn welcome(name: &str, role: &str) -> Line {
     )
 }
 
+/// A token to log in with later (`/token`); the text says how to use it.
+pub fn token(name: &str, token: &str) -> Line {
+    Line::of(
+        format_args!(
+            "* your token: {token} (log in later with /resume {token}; /logout forgets it)"
+        ),
+        json!({"type": "token", "name": name, "token": token}),
+    )
+}
+
+/// Unread counts: rooms with how many messages came since the user last
+/// read there, and how many of those mention them. `asked`: the reply to
+/// `/unread` or `/read`, shown to text clients too; otherwise a live update
+/// for JSON clients only.
+pub fn unread(rooms: &[(Arc<str>, usize, usize)], asked: bool) -> Line {
+    let list: Vec<_> = rooms
+        .iter()
+        .map(|(room, unread, mentions)| json!({"room": &**room, "unread": unread, "mentions": mentions}))
+        .collect();
+    let json = format!("{}\n", json!({"type": "unread", "rooms": list}));
+    if !asked {
+        return Line::new("", json);
+    }
+    let mut text = String::new();
+    if rooms.is_empty() {
+        text.push_str("* no unread counts yet: /read ROOM ID marks a room read\n");
+    }
+    for (room, unread, mentions) in rooms {
+        text.push_str(&format!(
+            "* #{room}: {unread} unread, {mentions} mentioning you\n"
+        ));
+    }
+    Line::new(text, json)
+}
+
 /// The switch of protocol mode, confirmed.
 pub fn mode(json_mode: bool) -> Line {
     let mode = if json_mode { "json" } else { "text" };

@@ -52,9 +52,7 @@ struct Ws {
 impl Ws {
     fn connect(addr: SocketAddr, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
         let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         if let Some(origin) = origin {
             request
@@ -67,6 +65,10 @@ impl Ws {
                 tungstenite::Error::Io(std::io::ErrorKind::WouldBlock.into())
             }
         })?;
+        socket
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         Ok(Ws {
             socket,
             seen: Vec::new(),
@@ -353,4 +355,97 @@ fn a_websocket_that_answers_no_ping_is_dropped() {
     ws.send("/who");
     let users = ws.expect("users", |_| true);
     assert_eq!(users["total"], 2);
+}
+
+#[test]
+fn a_device_stays_logged_in_with_a_token_until_it_logs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = common::server_tool(dir.path(), &["add-user", "alice"], "alice-pw\n");
+    assert!(ok, "{err}");
+    let server = TestServer::start(dir.path(), &["--web-port", "0"]);
+    let web = web_addr(&server);
+    let mut first = Ws::connect(web, None).unwrap();
+    first.send("alice");
+    first.expect("prompt", |e| e["field"] == "password");
+    first.send("alice-pw");
+    first.expect("welcome", |_| true);
+    first.send("/token");
+    let token = first.expect("token", |_| true)["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    let stored = std::fs::read_to_string(dir.path().join("tokens.csv")).unwrap();
+    assert!(!stored.contains(&token), "only the token's hash is kept");
+    // Later, on the same device: no password.
+    let mut again = Ws::connect(web, None).unwrap();
+    again.send(&format!("/resume {token}"));
+    let welcome = again.expect("welcome", |_| true);
+    assert_eq!(welcome["name"], "alice");
+    first.expect("error", |e| {
+        e["text"].as_str().unwrap().contains("logged in again")
+    });
+    // A made-up token logs nobody in.
+    let mut stranger = Ws::connect(web, None).unwrap();
+    stranger.send("/resume 0000");
+    stranger.expect("error", |e| {
+        e["text"].as_str().unwrap().contains("not valid")
+    });
+    // Logging out forgets the token.
+    again.send("/logout");
+    again.expect("bye", |_| true);
+    let mut after = Ws::connect(web, None).unwrap();
+    after.send(&format!("/resume {token}"));
+    after.expect("error", |e| {
+        e["text"].as_str().unwrap().contains("not valid")
+    });
+    // And an operator can revoke every token of a name.
+    let mut device = Ws::connect(web, None).unwrap();
+    device.send("alice");
+    device.expect("prompt", |e| e["field"] == "password");
+    device.send("alice-pw");
+    device.expect("welcome", |_| true);
+    device.send("/token");
+    let kept = device.expect("token", |_| true)["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out, _) = common::server_tool(dir.path(), &["revoke-tokens", "alice"], "");
+    assert!(ok && out.contains("forgot 1 token"), "{out}");
+    let mut revoked = Ws::connect(web, None).unwrap();
+    revoked.send(&format!("/resume {kept}"));
+    revoked.expect("error", |e| {
+        e["text"].as_str().unwrap().contains("not valid")
+    });
+}
+
+#[test]
+fn unread_and_mention_counts_follow_the_rooms_a_user_has_read() {
+    let (_dir, server, web) = web_server(&[]);
+    let mut alice = Ws::login(web, "alice");
+    let mut bob = server.join("bob");
+    bob.send("before");
+    let before = alice.expect("message", |e| e["text"] == "before");
+    let id = before["id"].as_u64().unwrap();
+    alice.send(&format!("/read general {id}"));
+    let marked = alice.expect("unread", |_| true);
+    assert_eq!(marked["rooms"][0]["unread"], 0);
+    alice.send("/unread");
+    alice.expect("unread", |e| e["rooms"][0]["room"] == "general");
+    // Away in another room, alice hears the counts of #general grow.
+    alice.send("/create elsewhere");
+    alice.expect("room", |e| e["room"] == "elsewhere");
+    bob.send("just chatting");
+    let one = alice.expect("unread", |e| e["rooms"][0]["unread"] == 1);
+    assert_eq!(one["rooms"][0]["mentions"], 0);
+    bob.send("alice, are you there?");
+    let two = alice.expect("unread", |e| e["rooms"][0]["unread"] == 2);
+    assert_eq!(two["rooms"][0]["mentions"], 1);
+    // Another device sees the same counts.
+    drop(alice);
+    let mut phone = Ws::login(web, "alice");
+    phone.send("/unread");
+    let counts = phone.expect("unread", |e| e["rooms"][0]["room"] == "general");
+    assert_eq!(counts["rooms"][0]["unread"], 2);
+    assert_eq!(counts["rooms"][0]["mentions"], 1);
 }

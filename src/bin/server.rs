@@ -17,6 +17,7 @@ use chatroom::server::accounts::{Accounts, Role};
 use chatroom::server::config::Config;
 use chatroom::server::limits;
 use chatroom::server::moderation::{Ban, Bans};
+use chatroom::server::tokens::Tokens;
 use chatroom::server::transport::web::{self, Web};
 use chatroom::server::{Listener, Server, Shutdown};
 
@@ -132,6 +133,12 @@ enum Tool {
     },
     /// Lists the bans.
     ListBans,
+    /// Logs a name out of every device that stays logged in (forgets all its
+    /// tokens).
+    RevokeTokens {
+        /// The name.
+        name: String,
+    },
 }
 
 fn non_negative(text: &str) -> Result<f64, String> {
@@ -364,6 +371,13 @@ fn run_tool(tool: Tool, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 return Err(format!("{name} is not banned").into());
             }
             println!("unbanned {name}");
+        }
+        Tool::RevokeTokens { name } => {
+            let gone = Tokens::open(dir).revoke(&name)?;
+            println!(
+                "forgot {gone} token{} of {name}",
+                if gone == 1 { "" } else { "s" }
+            );
         }
         Tool::ListBans => {
             for ban in bans.list()? {

@@ -26,7 +26,7 @@ use crate::rows::{
 };
 use crate::server::limits::{STORE_BATCH, STORE_BATCH_BYTES, STORE_QUEUE};
 use crate::server::outbox::Outbox;
-use crate::server::registry::{Announcement, ClientId, Registry};
+use crate::server::registry::{Announcement, ClientId, Registry, Said};
 
 /// Bytes a CSV writer gathers before it writes: a whole batch in one call.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -277,7 +277,7 @@ impl Store {
                         to: "",
                         text,
                     };
-                    line = Prepared::Chat(format::chat(now, &message));
+                    line = Prepared::Chat(format::chat(now, &message), message.id);
                     self.next_id += 1;
                     self.messages.serialize(message)
                 }
@@ -341,7 +341,8 @@ enum Prepared {
     Nothing,
     /// A whisper whose recipient left before it was written.
     Gone,
-    Chat(Line),
+    /// A room message and its id.
+    Chat(Line, u64),
     Whisper {
         received: Line,
         sent: Line,
@@ -353,12 +354,22 @@ fn deliver(request: Request, line: Prepared, saved: bool, registry: &Registry) {
     match request {
         Request::Say {
             room,
+            sender,
+            text,
             from_id,
             from,
-            ..
         } => match (saved, line) {
-            (true, Prepared::Chat(line)) => {
-                registry.deliver_to_room(&room, line.clone(), from_id);
+            (true, Prepared::Chat(line, id)) => {
+                registry.deliver_to_room(
+                    &room,
+                    line.clone(),
+                    from_id,
+                    Some(Said {
+                        id,
+                        sender: &sender,
+                        text: &text,
+                    }),
+                );
                 from.send(line);
             }
             _ => {
