@@ -5,7 +5,7 @@
 //!
 //! - [`server`]: everything the `server` binary runs. A line from a socket
 //!   goes: [`server::accept`] (the accept loop, one thread per client) →
-//!   [`server::transport`] (the seam: plain TCP today, TLS and WebSocket
+//!   [`server::transport`] (the seam: plain TCP and TLS, WebSocket
 //!   next; it opens the connection on the client's own thread and splits it
 //!   into an input and an output) → [`server::session`] thread
 //!   reads lines from the input (flood control waits here) → commands ask

@@ -1,6 +1,6 @@
 //! The transport seam: the one place that knows how a connection carries
-//! bytes. Plain TCP ([`tcp`]) is one implementation; TLS and WebSocket are
-//! the next two. Sessions, the registry, the store and the outboxes only ever
+//! bytes. Plain TCP ([`tcp`]) and TLS ([`tls`]) are its implementations;
+//! WebSocket is the next. Sessions, the registry, the store and the outboxes only ever
 //! see the traits below, so a new kind of connection is a new file here and
 //! a new listener, nothing else.
 //!
@@ -18,13 +18,13 @@
 //! It runs on the client's own thread, so a slow handshake (TLS, an HTTP
 //! upgrade) holds up nobody else, and gives up at the deadline it is given.
 //!
-//! # What the next two will do here
-//! - **TLS** (rustls): `open` runs the handshake, blocking, until the
-//!   deadline. The input does a raw blocking read of ciphertext *without* any
-//!   lock, then locks the shared connection state to feed it in and take the
-//!   plaintext out, and unlocks. The output locks the same state to encrypt
-//!   the rendering and sends the records with a non-blocking `sendmsg`;
-//!   records the socket did not take stay inside rustls and are reported by
+//! # How TLS fits, and what WebSocket will do here
+//! - **TLS** ([`tls`], rustls): `open` runs the handshake, blocking, until
+//!   the deadline. The input waits for ciphertext *without* any lock, then
+//!   locks the shared connection state to feed it in and take the plaintext
+//!   out, and unlocks. The output locks the same state to encrypt the
+//!   rendering and sends the records with a non-blocking `sendmsg`; records
+//!   the socket did not take stay inside rustls and are reported by
 //!   [`Output::pending`], so the flusher keeps the connection until they are
 //!   out. The lock is never held across a blocking read.
 //! - **WebSocket** (tungstenite): `open` reads the HTTP request and answers
@@ -44,6 +44,7 @@ use crate::format::Line;
 use crate::wire;
 
 pub mod tcp;
+pub mod tls;
 
 /// A kind of connection a listener hands out: plain TCP, TLS, WebSocket.
 pub trait Accept: Send + Sync {

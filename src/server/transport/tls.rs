@@ -1,0 +1,358 @@
+//! TLS (rustls, TLS 1.2 and 1.3, the `ring` provider): the same lines as
+//! plain TCP, encrypted.
+//!
+//! - **Handshake**: [`Tls::open`] runs it blocking on the client's own thread,
+//!   with the socket's timeouts set to what is left until the deadline (the
+//!   name timeout's), so a peer that never finishes costs its thread that
+//!   long and nothing after, and holds up nobody else.
+//! - **Input**: the client's thread waits for ciphertext *without* any lock
+//!   (a blocking one-byte peek, which honours the read timeout and wakes on
+//!   `shutdown(Read)`), then locks the connection state to read what arrived
+//!   without blocking into rustls, process it and take the plaintext. Records
+//!   rustls must answer with (a key update, an alert) are written there and
+//!   then, non-blocking, under the same lock.
+//! - **Output**: the flusher locks the state, first writes any records rustls
+//!   still holds, and only if they all went encrypts the next lines (one
+//!   vectored write, so a batch of lines becomes few records) and writes them
+//!   with a non-blocking `sendmsg`. What the socket did not take stays in
+//!   rustls and is reported by [`Output::pending`]; the flusher comes back
+//!   when the socket has room.
+//!
+//! Every socket write of ciphertext happens under the one lock, from rustls's
+//! one queue of records, so records leave in the order rustls made them (a
+//! key update reply never overtakes the records encrypted before it). The
+//! lock is never held across a blocking call.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, recv, send, sendmsg};
+use rustls::{ServerConfig, ServerConnection};
+
+use super::{Accept, Connection, Input, Output};
+use crate::format::Line;
+use crate::server::certs::{self, Certificates};
+use crate::wire::{self, LineReader};
+
+/// Plaintext and records rustls may hold per connection: a batch of lines
+/// in flight to a slow socket, and no more (the outbox holds the rest).
+const TLS_BUFFER: usize = 64 * 1024;
+
+/// Lines encrypted in one write at most (`UIO_MAXIOV` is 1024).
+const MAX_SLICES: usize = 1024;
+
+/// TLS connections, with the server's certificate.
+pub struct Tls {
+    config: Arc<ServerConfig>,
+    certificates: Arc<Certificates>,
+}
+
+impl Tls {
+    /// TLS 1.2 and 1.3 with the certificate `certificates` serves.
+    pub fn new(certificates: Arc<Certificates>) -> Result<Tls, rustls::Error> {
+        let mut config = ServerConfig::builder_with_provider(certs::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&certificates) as _);
+        // Nothing to resume: a chat connection lives for hours. No tickets
+        // keeps the handshake short and the server's memory flat.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        Ok(Tls {
+            config: Arc::new(config),
+            certificates,
+        })
+    }
+
+    /// The certificate these connections are served.
+    pub fn certificates(&self) -> &Arc<Certificates> {
+        &self.certificates
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the TLS handshake did not finish in time",
+    )
+}
+
+impl Accept for Tls {
+    fn kind(&self) -> &'static str {
+        "tls"
+    }
+
+    fn open(
+        &self,
+        mut stream: TcpStream,
+        _peer: SocketAddr,
+        deadline: Instant,
+        max_line: usize,
+    ) -> io::Result<Connection> {
+        let mut tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
+        tls.set_buffer_limit(Some(TLS_BUFFER));
+        while tls.is_handshaking() || tls.wants_write() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            stream.set_read_timeout(Some(left))?;
+            stream.set_write_timeout(Some(left))?;
+            match tls.complete_io(&mut stream) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timed_out());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
+        let shared = Arc::new(Shared {
+            socket: stream,
+            tls: Mutex::new(tls),
+        });
+        Ok(Connection {
+            input: Box::new(TlsInput {
+                lines: LineReader::new(
+                    Plaintext {
+                        shared: Arc::clone(&shared),
+                    },
+                    max_line,
+                ),
+            }),
+            output: Arc::new(TlsOutput { shared }),
+        })
+    }
+
+    /// A TLS client cannot read a plain `! ` line: the connection is closed,
+    /// which it reports as a failed handshake. The log says why.
+    fn refuse(&self, stream: TcpStream, _why: &str) {
+        let _ = stream.shutdown(Shutdown::Write);
+        if stream.set_nonblocking(true).is_ok() {
+            let mut sink = [0u8; 1024];
+            for _ in 0..16 {
+                match (&stream).read(&mut sink) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// What both halves share: the socket and the rustls state.
+struct Shared {
+    socket: TcpStream,
+    tls: Mutex<ServerConnection>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ServerConnection> {
+        self.tls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// The socket, read or written without ever blocking: what rustls is given
+/// while the lock is held.
+struct NonBlocking<'a>(BorrowedFd<'a>);
+
+impl Read for NonBlocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match recv(self.0, &mut *buf, RecvFlags::DONTWAIT) {
+                Ok((n, _)) => return Ok(n),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match send(self.0, buf, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            match sendmsg(
+                self.0,
+                bufs,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the records rustls holds, as far as the socket takes them now.
+/// Returns true when none are left.
+fn send_records(tls: &mut ServerConnection, fd: BorrowedFd<'_>) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut NonBlocking(fd)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The plaintext the client sent, as a byte stream for the line reader.
+struct Plaintext {
+    shared: Arc<Shared>,
+}
+
+impl Plaintext {
+    /// Waits, without any lock, until ciphertext (or the end) can be read.
+    /// Returns false at the end of the stream.
+    fn wait_readable(&self) -> io::Result<bool> {
+        let mut byte = [0u8; 1];
+        loop {
+            match recv(self.shared.fd(), &mut byte, RecvFlags::PEEK) {
+                Ok((n, _)) => return Ok(n > 0),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Read for Plaintext {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            {
+                let mut tls = self.shared.lock();
+                match tls.reader().read(&mut *buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Closed without close_notify: the end, as over TCP.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !self.wait_readable()? {
+                return Ok(0);
+            }
+            let fd = self.shared.fd();
+            let mut tls = self.shared.lock();
+            loop {
+                match tls.read_tls(&mut NonBlocking(fd)) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        let state = tls.process_new_packets();
+                        // Whatever rustls must answer (a key update, an alert).
+                        let sent = send_records(&mut tls, fd);
+                        let state =
+                            state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                        sent?;
+                        if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// The reading half of a TLS connection.
+pub struct TlsInput {
+    lines: LineReader<Plaintext>,
+}
+
+impl Input for TlsInput {
+    fn read_line(&mut self) -> io::Result<Option<wire::Line>> {
+        self.lines.read_line()
+    }
+
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.lines.get_ref().shared.socket.set_read_timeout(timeout)
+    }
+}
+
+/// The writing half of a TLS connection.
+pub struct TlsOutput {
+    shared: Arc<Shared>,
+}
+
+impl Output for TlsOutput {
+    fn socket(&self) -> BorrowedFd<'_> {
+        self.shared.fd()
+    }
+
+    fn rendering<'a>(&self, line: &'a Line, json: bool) -> &'a [u8] {
+        line.for_mode(json).as_bytes()
+    }
+
+    fn write(&self, lines: &[Line], offset: usize, json: bool) -> io::Result<usize> {
+        let fd = self.shared.fd();
+        let mut tls = self.shared.lock();
+        if !send_records(&mut tls, fd)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(lines.len().min(MAX_SLICES));
+        for (i, line) in lines.iter().take(MAX_SLICES).enumerate() {
+            let bytes = line.for_mode(json).as_bytes();
+            let bytes = if i == 0 {
+                &bytes[offset.min(bytes.len())..]
+            } else {
+                bytes
+            };
+            if !bytes.is_empty() {
+                slices.push(IoSlice::new(bytes));
+            }
+        }
+        if slices.is_empty() {
+            return Ok(0);
+        }
+        let taken = tls.writer().write_vectored(&slices)?;
+        send_records(&mut tls, fd)?;
+        Ok(taken)
+    }
+
+    fn pending(&self) -> bool {
+        self.shared.lock().wants_write()
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        if how != Shutdown::Read {
+            let mut tls = self.shared.lock();
+            tls.send_close_notify();
+            let _ = send_records(&mut tls, self.shared.fd());
+        }
+        let _ = self.shared.socket.shutdown(how);
+    }
+}
