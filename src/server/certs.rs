@@ -13,7 +13,6 @@
 //! [`init`] is `server tls-init`: a private certificate authority and a server
 //! certificate for an organisation that has none.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -21,7 +20,6 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -34,24 +32,7 @@ const MAX_PEM_FILE: u64 = 1024 * 1024;
 /// How often the watcher looks at the files' modification times.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 
-/// The crypto provider of every TLS connection of this crate: one, `ring`.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The SHA-256 fingerprint of a DER certificate, as `AB:CD:...` (the form
-/// `openssl x509 -fingerprint -sha256` prints).
-pub fn fingerprint(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    let mut text = String::with_capacity(95);
-    for (i, byte) in digest.as_ref().iter().enumerate() {
-        if i > 0 {
-            text.push(':');
-        }
-        let _ = write!(text, "{byte:02X}");
-    }
-    text
-}
+pub use crate::tls::{fingerprint, provider};
 
 /// Why the certificate or key could not be used, in words an operator can act on.
 #[derive(Debug)]
@@ -415,13 +396,6 @@ fn write_public(path: &Path, bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_look_like_openssl_prints_them() {
-        let text = fingerprint(b"hello");
-        assert_eq!(text.len(), 32 * 3 - 1);
-        assert!(text.starts_with("2C:F2:4D:BA"), "{text}");
-    }
 
     #[test]
     fn init_makes_a_pair_that_loads_and_a_second_run_keeps_the_authority() {
