@@ -173,7 +173,8 @@ impl User {
 }
 
 fn start_bot(addr: &str, name: &'static str, password: Option<&'static str>, room: &'static str) {
-    let stream = TcpStream::connect(addr).expect("the bot connects");
+    let stream =
+        chatroom::client::Stream::plain(TcpStream::connect(addr).expect("the bot connects"));
     thread::spawn(move || bot::run(stream, name, password, Some(room)));
 }
 
@@ -255,7 +256,8 @@ fn bot_logs_in_to_a_private_server_with_its_password() {
 fn bot_without_a_password_gives_up_on_a_private_server() {
     let server = Server::start_with_accounts(&[("bot", "bot pw")]);
     let stream = TcpStream::connect(&server.addr).expect("the bot connects");
-    let err = bot::run(stream, "bot", None, None).expect_err("no login without a password");
+    let err = bot::run(chatroom::client::Stream::plain(stream), "bot", None, None)
+        .expect_err("no login without a password");
     assert!(err.to_string().contains("CHATROOM_PASSWORD"), "{err}");
 }
 

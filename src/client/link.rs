@@ -352,7 +352,7 @@ fn connect_tcp(options: &Options) -> Result<TcpStream, ClientError> {
 /// `ask` (a person at a terminal, before the screen is taken), a
 /// certificate nobody vouches for is shown and trusted only if the person
 /// says so; otherwise it is an error that says what to do.
-pub(crate) fn connect(options: &Options, ask: bool) -> Result<Stream, ClientError> {
+pub fn connect(options: &Options, ask: bool) -> Result<Stream, ClientError> {
     let Some(trust) = &options.tls else {
         return Ok(Stream::plain(connect_tcp(options)?));
     };
@@ -548,6 +548,12 @@ impl Stream {
     /// Another handle on the same connection.
     pub fn try_clone(&self) -> io::Result<Stream> {
         Ok(self.clone())
+    }
+
+    /// The TCP socket under the stream (for timeouts and shutdown; never
+    /// read or write it directly over TLS).
+    pub fn tcp(&self) -> io::Result<TcpStream> {
+        self.socket.try_clone()
     }
 
     /// Whether the connection is encrypted.
