@@ -414,6 +414,20 @@ fn a_connection_that_never_handshakes_is_dropped_at_its_deadline_while_others_ch
     // Half a record header, then nothing.
     silent.write_all(&[0x16, 0x03]).unwrap();
     let opened = Instant::now();
+    // Another one trickles a ClientHello a byte at a time: each byte comes
+    // well within the deadline, the whole never does.
+    let trickler = thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut record = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+        record.resize(5 + 512, 0);
+        for byte in record {
+            if stream.write_all(&[byte]).is_err() {
+                return Instant::now();
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the trickling handshake was never cut off");
+    });
     let mut alice = join_tls(addr, Trust::Ca(made.ca.clone()), "alice");
     let mut bob = join_tls(addr, Trust::Ca(made.ca.clone()), "bob");
     alice.send("talking while someone hangs");
@@ -432,8 +446,47 @@ fn a_connection_that_never_handshakes_is_dropped_at_its_deadline_while_others_ch
         opened.elapsed()
     );
     server.expect_stderr("the TLS handshake did not finish in time");
+    let cut = trickler.join().unwrap();
+    assert!(
+        cut.duration_since(opened) < PATIENCE,
+        "{:?}",
+        cut.duration_since(opened)
+    );
     bob.send("and after");
     alice.expect_line("bob: and after");
+}
+
+#[test]
+fn a_tls_client_that_stops_reading_is_dropped_and_nobody_else_slows_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, made) = tls_server(dir.path(), &["--max-line", "65536", "--rate", "0"]);
+    let addr = server.tls_addr.unwrap();
+    let _stalled = join_tls(addr, Trust::Ca(made.ca.clone()), "stalled");
+    let alice = server.join("alice");
+    let mut bob = join_tls(addr, Trust::Ca(made.ca.clone()), "bob");
+    let text = "z".repeat(60_000);
+    let total = 400;
+    let mut alice_out = alice.stream.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        for i in 0..total {
+            writeln!(alice_out, "{i} {text}").unwrap();
+        }
+    });
+    let alice_reader = thread::spawn(move || {
+        let mut alice = alice;
+        for i in 0..total {
+            alice.expect_line(&format!("alice: {i} zzz"));
+        }
+    });
+    for i in 0..total {
+        bob.expect_line(&format!("alice: {i} zzz"));
+    }
+    sender.join().unwrap();
+    alice_reader.join().unwrap();
+    let who = bob.sync();
+    assert!(!who.iter().any(|l| l.contains("stalled in")), "{who:?}");
+    assert!(bob.seen.iter().any(|l| l == "* stalled left the chat"));
+    assert_eq!(server.messages().len(), total);
 }
 
 #[test]

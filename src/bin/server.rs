@@ -242,7 +242,13 @@ fn tune_allocator() {
     let Some(argv0) = args.next() else {
         return;
     };
-    let error = std::process::Command::new("/proc/self/exe")
+    // The binary's own path rather than /proc/self/exe, so that the process
+    // keeps its name (`pkill -HUP -x server` in a certbot hook finds it).
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let error = std::process::Command::new(exe)
         .arg0(argv0)
         .args(args)
         .env(KEY, tuned)

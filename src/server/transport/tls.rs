@@ -73,6 +73,58 @@ impl Tls {
     }
 }
 
+/// Runs the handshake to its end, blocking, each read and write waiting at
+/// most the time left until `deadline`: a peer that trickles bytes gains
+/// nothing.
+fn handshake(
+    tls: &mut ServerConnection,
+    stream: &mut TcpStream,
+    deadline: Instant,
+) -> io::Result<()> {
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(timed_out())
+        } else {
+            Ok(left)
+        }
+    };
+    let late = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => timed_out(),
+        _ => e,
+    };
+    loop {
+        while tls.wants_write() {
+            stream.set_write_timeout(Some(left()?))?;
+            tls.write_tls(stream).map_err(late)?;
+        }
+        if !tls.is_handshaking() {
+            return Ok(());
+        }
+        stream.set_read_timeout(Some(left()?))?;
+        match tls.read_tls(stream) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection during the TLS handshake",
+                ));
+            }
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    // Tell the peer why (an alert), if it still listens.
+                    if let Ok(left) = left() {
+                        let _ = stream.set_write_timeout(Some(left.min(Duration::from_secs(1))));
+                        let _ = tls.write_tls(stream);
+                    }
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(late(e)),
+        }
+    }
+}
+
 fn timed_out() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
@@ -94,26 +146,7 @@ impl Accept for Tls {
     ) -> io::Result<Connection> {
         let mut tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
         tls.set_buffer_limit(Some(TLS_BUFFER));
-        while tls.is_handshaking() || tls.wants_write() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(timed_out());
-            }
-            stream.set_read_timeout(Some(left))?;
-            stream.set_write_timeout(Some(left))?;
-            match tls.complete_io(&mut stream) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(timed_out());
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        handshake(&mut tls, &mut stream, deadline)?;
         stream.set_read_timeout(None)?;
         stream.set_write_timeout(None)?;
         let shared = Arc::new(Shared {
