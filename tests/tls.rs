@@ -457,6 +457,19 @@ fn a_connection_that_never_handshakes_is_dropped_at_its_deadline_while_others_ch
 }
 
 #[test]
+fn a_full_server_tells_a_tls_newcomer_why_inside_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, made) = tls_server(dir.path(), &["--max-clients", "1"]);
+    let addr = server.tls_addr.unwrap();
+    let mut alice = join_tls(addr, Trust::Ca(made.ca.clone()), "alice");
+    let mut second = Client::tls(addr, Trust::Ca(made.ca.clone()));
+    second.expect_line("! server full; try again later");
+    second.expect_closed();
+    alice.send("still here");
+    alice.expect_line("alice: still here");
+}
+
+#[test]
 fn a_tls_client_that_stops_reading_is_dropped_and_nobody_else_slows_down() {
     let dir = tempfile::tempdir().unwrap();
     let (server, made) = tls_server(dir.path(), &["--max-line", "65536", "--rate", "0"]);

@@ -26,7 +26,9 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, recv, send, sendmsg};
@@ -35,6 +37,7 @@ use rustls::{ServerConfig, ServerConnection};
 use super::{Accept, Connection, Input, Output};
 use crate::format::Line;
 use crate::server::certs::{self, Certificates};
+use crate::server::limits::READER_STACK;
 use crate::wire::{self, LineReader};
 
 /// Plaintext and records rustls may hold per connection: a batch of lines
@@ -48,6 +51,8 @@ const MAX_SLICES: usize = 1024;
 pub struct Tls {
     config: Arc<ServerConfig>,
     certificates: Arc<Certificates>,
+    /// Refusals being told right now (see [`Accept::refuse`]).
+    refusing: Arc<AtomicUsize>,
 }
 
 impl Tls {
@@ -64,6 +69,7 @@ impl Tls {
         Ok(Tls {
             config: Arc::new(config),
             certificates,
+            refusing: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -166,18 +172,67 @@ impl Accept for Tls {
         })
     }
 
-    /// A TLS client cannot read a plain `! ` line: the connection is closed,
-    /// which it reports as a failed handshake. The log says why.
-    fn refuse(&self, stream: TcpStream, _why: &str) {
-        let _ = stream.shutdown(Shutdown::Write);
-        if stream.set_nonblocking(true).is_ok() {
-            let mut sink = [0u8; 1024];
-            for _ in 0..16 {
-                match (&stream).read(&mut sink) {
-                    Ok(n) if n > 0 => {}
-                    _ => break,
-                }
-            }
+    /// A TLS client can only read the `! ` line inside TLS, so the refusal
+    /// runs the handshake on a short-lived thread of its own (at most
+    /// [`REFUSALS`] at once, each within [`REFUSAL_TIME`]) and says why there;
+    /// past that many the connection is just closed. The accept loop never
+    /// waits for either.
+    fn refuse(&self, stream: TcpStream, why: &str) {
+        if self.refusing.fetch_add(1, Ordering::AcqRel) >= REFUSALS {
+            self.refusing.fetch_sub(1, Ordering::AcqRel);
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        let config = Arc::clone(&self.config);
+        let refusing = Arc::clone(&self.refusing);
+        let line = crate::format::error(why);
+        let spawned = thread::Builder::new()
+            .name("tls-refusal".into())
+            .stack_size(READER_STACK)
+            .spawn(move || {
+                refuse_in_tls(stream, &config, line.text().as_bytes());
+                refusing.fetch_sub(1, Ordering::AcqRel);
+            });
+        // If no thread could start, the stream went down with the closure.
+        if spawned.is_err() {
+            self.refusing.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Refusals told inside TLS at once, at most; more are just closed.
+const REFUSALS: usize = 16;
+/// Time a refusal may take, handshake included.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// Runs the handshake and sends `line`, then closes: how a TLS connection
+/// is turned away.
+fn refuse_in_tls(mut stream: TcpStream, config: &Arc<ServerConfig>, line: &[u8]) {
+    let Ok(mut tls) = ServerConnection::new(Arc::clone(config)) else {
+        return;
+    };
+    if handshake(&mut tls, &mut stream, Instant::now() + REFUSAL_TIME).is_err() {
+        return;
+    }
+    if tls.writer().write_all(line).is_err() {
+        return;
+    }
+    tls.send_close_notify();
+    let _ = stream.set_write_timeout(Some(REFUSAL_TIME));
+    while tls.wants_write() {
+        if tls.write_tls(&mut stream).is_err() {
+            return;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    // Read what the newcomer still sends, so that closing does not reset
+    // the connection before it reads why.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    for _ in 0..16 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
         }
     }
 }
