@@ -65,17 +65,22 @@ struct Args {
 
 /// Connects as the flags say: plain TCP, or TLS with the trust asked for.
 fn connect(args: &Args) -> io::Result<Stream> {
-    let (host, port) = args
-        .addr
-        .rsplit_once(':')
-        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
-        .ok_or_else(|| io::Error::other(format!("--addr {:?} is not HOST:PORT", args.addr)))?;
     let tls = match (args.tls_fingerprint, &args.tls_ca, args.tls) {
         (Some(pin), _, _) => Some(Trust::Pin(pin)),
         (None, Some(ca), _) => Some(Trust::Ca(ca.clone())),
         (None, None, true) => Some(Trust::System),
         (None, None, false) => None,
     };
+    connect_to(&args.addr, tls)
+}
+
+/// Connects to `addr` (`HOST:PORT`): plain TCP, or TLS trusting `tls`. The
+/// bot never asks anyone: an untrusted certificate is an error.
+pub fn connect_to(addr: &str, tls: Option<Trust>) -> io::Result<Stream> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| io::Error::other(format!("--addr {addr:?} is not HOST:PORT")))?;
     let options = Options {
         host: host.to_string(),
         port,

@@ -537,3 +537,25 @@ fn kill_9_under_tls_chat_loses_nothing_any_client_was_shown() {
     assert!(missing.is_empty(), "shown but not stored: {missing:?}");
     assert!(shown.len() >= 300);
 }
+
+#[test]
+fn with_tls_on_a_public_host_plain_tcp_stays_on_loopback_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, made) = tls_server(dir.path(), &["--host", "0.0.0.0"]);
+    // Plain TCP on loopback only; TLS on the address asked for.
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert!(server.tls_addr.unwrap().ip().is_unspecified());
+    server.expect_stderr("so plain TCP listens on 127.0.0.1:");
+    server.expect_stderr("passwords must not cross a network in clear by accident (--plain-public");
+    let local_tls = SocketAddr::from(([127, 0, 0, 1], server.tls_addr.unwrap().port()));
+    let mut alice = join_tls(local_tls, Trust::Ca(made.ca.clone()), "alice");
+    let mut bob = server.join("bob");
+    alice.send("both ways in");
+    bob.expect_line("alice: both ways in");
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = tls_server(dir.path(), &["--host", "0.0.0.0", "--plain-public"]);
+    assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
+    server.expect_stderr("warning: --plain-public: plain TCP on 0.0.0.0:");
+}
