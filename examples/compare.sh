@@ -373,7 +373,7 @@ jq -rs '
         ($all | best($sc; "chatroom-tls")) as $c |
         ([$all | best($sc; "inspircd-tls"), best($sc; "ngircd-tls")] | max) as $p |
         ($all | best($sc; "chatroom")) as $plain |
-        "- \($sc): TLS rate \($c) vs best TLS peer \($p): " + (if $c >= $p then "MET" else "NOT MET" end) +
+        "- \($sc): TLS rate \($c) vs best TLS peer \($p): " + (if $p == 0 then "no TLS peer passed a step (a loaded machine?)" elif $c >= $p then "MET" else "NOT MET" end) +
         "; vs chatroom plain TCP \($plain): \(if $plain > 0 then ($c / $plain * 100 | round) else "?" end) % of it, target 60 %: " +
         (if $plain > 0 and $c >= 0.6 * $plain then "MET" else "NOT MET" end)),
     ([$all[] | select(.scenario == "tlsidle")] as $ti |
