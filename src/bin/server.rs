@@ -391,8 +391,11 @@ fn handle_signals(
 }
 
 fn serve(config: Config, addresses: &Addresses) -> ExitCode {
-    // Read the data (and refuse a broken directory) before binding, so
-    // that "listening on" means ready.
+    // Bind first: a port in use is the first thing said.
+    let bound = match listen(addresses) {
+        Ok(bound) => bound,
+        Err(code) => return code,
+    };
     let max_clients = config.max_clients;
     let server = match Server::open(config) {
         Ok(server) => server,
@@ -410,10 +413,6 @@ fn serve(config: Config, addresses: &Addresses) -> ExitCode {
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
     let shutdown = Shutdown::new();
-    let bound = match listen(addresses) {
-        Ok(bound) => bound,
-        Err(code) => return code,
-    };
     // Signals before the ready lines: whoever reads them may signal at once.
     if let Err(e) = handle_signals(shutdown.clone(), bound.certificates) {
         eprintln!("error: cannot handle signals: {e}");
