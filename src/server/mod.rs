@@ -6,8 +6,8 @@
 //! 1. [`accept`] takes the connection on one of the listeners and starts its
 //!    thread (one per client), with a small stack.
 //! 2. On that thread, the listener's kind of [`transport`] opens the
-//!    connection (plain TCP today; a TLS handshake or a WebSocket upgrade
-//!    would run here) and splits it into an input and an output.
+//!    connection (plain TCP; the TLS handshake runs here; a WebSocket upgrade
+//!    would too) and splits it into an input and an output.
 //! 3. [`session`] greets the client, reads its name (and on a private server
 //!    its password, checked against [`accounts`]), then reads its lines from
 //!    the input. [`command`] turns each into a command; [`moderation`] holds
@@ -27,6 +27,7 @@
 //! [`context`] is what the client threads share; [`limits`] names every
 //! bound; [`config`] holds what the flags set; [`table`] keeps the small CSV
 //! tables (`accounts.csv`, `bans.csv`) that are rewritten atomically;
+//! [`certs`] reads, reloads and makes (`tls-init`) the TLS certificate;
 //! [`stack`] is the one module with `unsafe` code.
 
 use std::collections::HashMap;
@@ -55,6 +56,7 @@ use crate::server::unread::Reads;
 
 pub mod accept;
 pub mod accounts;
+pub mod certs;
 pub mod command;
 pub mod config;
 pub mod context;
@@ -84,6 +86,14 @@ impl Listener {
         Listener {
             socket,
             accept: Arc::new(transport::tcp::Tcp),
+        }
+    }
+
+    /// A listener of TLS connections served `tls`'s certificate.
+    pub fn tls(socket: TcpListener, tls: Arc<transport::tls::Tls>) -> Listener {
+        Listener {
+            socket,
+            accept: tls,
         }
     }
 }

@@ -18,19 +18,21 @@
 //!   JSON rendering once per event and shared by every recipient
 //!   ([`Line::framed`]).
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use super::tcp::send_lines;
-use super::{Accept, Connection, Input, Output};
+use super::tls::Tls;
+use super::{Accept, Connection, Input, Output, Stream, slices};
 use crate::format::Line;
 use crate::wire;
 
@@ -96,6 +98,9 @@ pub struct Web {
     pub origins: Vec<String>,
     /// Silence after which an idle WebSocket is pinged ([`PING_EVERY`]).
     pub ping_every: Duration,
+    /// With TLS on: HTTPS and WSS, with the TLS listener's certificate
+    /// (reloaded with it).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Accept for Web {
@@ -110,23 +115,26 @@ impl Accept for Web {
         deadline: Instant,
         max_line: usize,
     ) -> io::Result<Option<Connection>> {
+        let stream: Arc<dyn Stream> = match &self.tls {
+            Some(tls) => tls.open_stream(stream, deadline)?,
+            None => Arc::new(stream),
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
         stream.set_read_timeout(Some(left))?;
-        stream.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
-        let (head, rest) = match read_head(&stream) {
+        let (head, rest) = match read_head(&*stream) {
             Ok(read) => read,
             Err(Refused(status, why)) => {
-                respond_error(&stream, status, why);
+                respond_error(&*stream, status, why);
                 return Ok(None);
             }
         };
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         if !matches!(request.parse(&head), Ok(httparse::Status::Complete(_))) {
-            respond_error(&stream, 400, "a request this server cannot read");
+            respond_error(&*stream, 400, "a request this server cannot read");
             return Ok(None);
         }
         let method = request.method.unwrap_or("");
@@ -139,20 +147,26 @@ impl Accept for Web {
             .iter()
             .find(|a| a.path == path || (path == "/index.html" && a.path == "/"))
         else {
-            respond_error(&stream, 404, "there is nothing here; the chat is at /");
+            respond_error(&*stream, 404, "there is nothing here; the chat is at /");
             return Ok(None);
         };
         match method {
-            "GET" => respond(&stream, asset, host(&request), true),
-            "HEAD" => respond(&stream, asset, host(&request), false),
-            _ => respond_error(&stream, 405, "only GET and HEAD are answered"),
+            "GET" => respond(&*stream, asset, host(&request), true),
+            "HEAD" => respond(&*stream, asset, host(&request), false),
+            _ => respond_error(&*stream, 405, "only GET and HEAD are answered"),
         }
         Ok(None)
     }
 
     fn refuse(&self, stream: TcpStream, why: &str) {
-        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-        respond_error(&stream, 503, why);
+        match &self.tls {
+            // Said inside TLS, without holding up the accept loop.
+            Some(tls) => tls.refuse(stream, why),
+            None => {
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                respond_error(&stream, 503, why);
+            }
+        }
     }
 }
 
@@ -160,7 +174,7 @@ impl Web {
     /// Answers the WebSocket upgrade and makes the connection.
     fn upgrade(
         &self,
-        stream: TcpStream,
+        stream: Arc<dyn Stream>,
         peer: SocketAddr,
         request: &httparse::Request<'_, '_>,
         rest: Vec<u8>,
@@ -183,15 +197,15 @@ impl Web {
             || !has_token("Upgrade", "websocket")
             || !has_token("Connection", "upgrade")
         {
-            respond_error(&stream, 400, "this address is for WebSocket upgrades");
+            respond_error(&*stream, 400, "this address is for WebSocket upgrades");
             return Ok(None);
         }
         if header("Sec-WebSocket-Version") != Some("13") {
-            respond_error(&stream, 426, "only WebSocket version 13 is spoken here");
+            respond_error(&*stream, 426, "only WebSocket version 13 is spoken here");
             return Ok(None);
         }
         let Some(key) = header("Sec-WebSocket-Key") else {
-            respond_error(&stream, 400, "a WebSocket upgrade needs a key");
+            respond_error(&*stream, 400, "a WebSocket upgrade needs a key");
             return Ok(None);
         };
         if let Some(origin) = header("Origin")
@@ -199,7 +213,7 @@ impl Web {
         {
             log::warn!("{peer}: WebSocket from origin {origin:?} refused");
             respond_error(
-                &stream,
+                &*stream,
                 403,
                 "this page's origin may not open the chat; the server's operator can allow it with --web-origin",
             );
@@ -209,8 +223,7 @@ impl Web {
         let response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{SECURITY_HEADERS}\r\n"
         );
-        (&stream).write_all(response.as_bytes())?;
-        let stream = Arc::new(stream);
+        write_all(&*stream, response.as_bytes())?;
         let sink = Arc::new(Mutex::new(Sink::default()));
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
@@ -263,7 +276,7 @@ struct Refused(u16, &'static str);
 
 /// Reads the request head (up to the blank line), at most [`MAX_HEAD`]
 /// bytes. Returns it and whatever came after it.
-fn read_head(mut stream: &TcpStream) -> Result<(Vec<u8>, Vec<u8>), Refused> {
+fn read_head(stream: &dyn Stream) -> Result<(Vec<u8>, Vec<u8>), Refused> {
     let mut buf: Vec<u8> = Vec::with_capacity(HEAD_CHUNK);
     loop {
         if let Some(end) = find_blank_line(&buf) {
@@ -313,29 +326,62 @@ fn content_security_policy(host: Option<&str>) -> String {
     )
 }
 
+/// Writes all of `bytes`, waiting at most [`RESPONSE_TIMEOUT`] for room
+/// (the client's own thread writes its page; only it waits).
+fn write_all(stream: &dyn Stream, mut bytes: &[u8]) -> io::Result<()> {
+    let deadline = Instant::now() + RESPONSE_TIMEOUT;
+    while !bytes.is_empty() || stream.pending() {
+        let slice = [IoSlice::new(bytes)];
+        let parts: &[IoSlice<'_>] = if bytes.is_empty() { &[] } else { &slice };
+        match stream.send(parts) {
+            Ok(n) => {
+                bytes = &bytes[n.min(bytes.len())..];
+                if n > 0 || !stream.pending() {
+                    continue;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let socket = stream.socket();
+        let mut fds = [PollFd::new(&socket, PollFlags::OUT)];
+        let wait = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let _ = poll(&mut fds, Some(&wait));
+    }
+    Ok(())
+}
+
 /// Writes an asset (the body only for GET), then closes.
-fn respond(mut stream: &TcpStream, asset: &Asset, host: Option<&str>, body: bool) {
+fn respond(stream: &dyn Stream, asset: &Asset, host: Option<&str>, body: bool) {
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n",
         asset.content_type,
         asset.body.len(),
         content_security_policy(host)
     );
-    let written = stream.write_all(head.as_bytes()).and_then(|()| {
+    let written = write_all(stream, head.as_bytes()).and_then(|()| {
         if body {
-            stream.write_all(asset.body)
+            write_all(stream, asset.body)
         } else {
             Ok(())
         }
     });
     if written.is_ok() {
-        let _ = stream.shutdown(Shutdown::Write);
+        stream.shutdown(Shutdown::Write);
         drain(stream);
     }
 }
 
 /// Writes an error response whose body says why in one line, then closes.
-fn respond_error(mut stream: &TcpStream, status: u16, why: &str) {
+fn respond_error(stream: &dyn Stream, status: u16, why: &str) {
     let reason = match status {
         400 => "Bad Request",
         403 => "Forbidden",
@@ -352,15 +398,15 @@ fn respond_error(mut stream: &TcpStream, status: u16, why: &str) {
         body.len(),
         content_security_policy(None)
     );
-    if stream.write_all(response.as_bytes()).is_ok() {
-        let _ = stream.shutdown(Shutdown::Write);
+    if write_all(stream, response.as_bytes()).is_ok() {
+        stream.shutdown(Shutdown::Write);
         drain(stream);
     }
 }
 
 /// Reads what the client still sends for a moment, so that closing does
 /// not reset the connection before it has read the response.
-fn drain(mut stream: &TcpStream) {
+fn drain(stream: &dyn Stream) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut sink = [0u8; 1024];
     for _ in 0..16 {
@@ -394,13 +440,13 @@ impl Sink {
 /// The socket as the WebSocket sees it: reads come from the socket, writes
 /// go to the outbox (never to the socket: only the flusher writes there).
 struct Duplex {
-    socket: Arc<TcpStream>,
+    socket: Arc<dyn Stream>,
     sink: Arc<Mutex<Sink>>,
 }
 
 impl Read for Duplex {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.socket).read(buf)
+        self.socket.read(buf)
     }
 }
 
@@ -422,7 +468,7 @@ impl Write for Duplex {
 /// The reading half of a WebSocket connection.
 struct WsInput {
     socket: WebSocket<Duplex>,
-    stream: Arc<TcpStream>,
+    stream: Arc<dyn Stream>,
     sink: Arc<Mutex<Sink>>,
     max_line: usize,
     /// When reads give up, as the session asked; `None`: never.
@@ -507,7 +553,7 @@ impl Input for WsInput {
 
 /// The writing half of a WebSocket connection.
 struct WsOutput {
-    stream: Arc<TcpStream>,
+    stream: Arc<dyn Stream>,
 }
 
 /// The WebSocket frames of a JSON rendering: one text frame per line.
@@ -523,7 +569,7 @@ fn frames(json: &str) -> Box<[u8]> {
 
 impl Output for WsOutput {
     fn socket(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
+        self.stream.socket()
     }
 
     fn rendering<'a>(&self, line: &'a Line, _json: bool) -> &'a [u8] {
@@ -531,13 +577,16 @@ impl Output for WsOutput {
     }
 
     fn write(&self, lines: &[Line], offset: usize, _json: bool) -> io::Result<usize> {
-        send_lines(self.stream.as_fd(), lines, offset, |line| {
-            line.framed(frames)
-        })
+        self.stream
+            .send(&slices(lines, offset, |line| line.framed(frames)))
+    }
+
+    fn pending(&self) -> bool {
+        self.stream.pending()
     }
 
     fn shutdown(&self, how: Shutdown) {
-        let _ = self.stream.shutdown(how);
+        self.stream.shutdown(how);
     }
 }
 
@@ -561,6 +610,7 @@ mod tests {
         let web = Web {
             origins: vec!["https://chat.example.org".into()],
             ping_every: PING_EVERY,
+            tls: None,
         };
         assert!(web.allows("http://localhost:8080", Some("localhost:8080")));
         assert!(web.allows("https://chat.example.org/", Some("10.0.0.1:8080")));
