@@ -43,13 +43,13 @@ fn web_addr(server: &TestServer) -> SocketAddr {
 }
 
 /// A WebSocket client that keeps every event it received.
-struct Ws {
-    socket: WebSocket<TcpStream>,
+struct Ws<S: Read + Write = TcpStream> {
+    socket: WebSocket<S>,
     seen: Vec<serde_json::Value>,
     cursor: usize,
 }
 
-impl Ws {
+impl Ws<TcpStream> {
     fn connect(addr: SocketAddr, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -83,7 +83,9 @@ impl Ws {
         ws.expect("room", |_| true);
         ws
     }
+}
 
+impl<S: Read + Write> Ws<S> {
     fn send(&mut self, text: &str) {
         self.socket.send(Message::text(text)).unwrap();
     }
@@ -448,4 +450,83 @@ fn unread_and_mention_counts_follow_the_rooms_a_user_has_read() {
     let counts = phone.expect("unread", |e| e["rooms"][0]["room"] == "general");
     assert_eq!(counts["rooms"][0]["unread"], 2);
     assert_eq!(counts["rooms"][0]["mentions"], 1);
+}
+
+#[test]
+fn with_tls_on_the_web_port_serves_https_and_wss_with_the_same_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = common::server_tool(dir.path(), &["tls-init", "--name", "localhost"], "");
+    assert!(ok, "tls-init failed: {err}");
+    let tls = dir.path().join("tls");
+    let (cert, key, ca) = (
+        tls.join("cert.pem"),
+        tls.join("key.pem"),
+        tls.join("ca.pem"),
+    );
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--web-port",
+            "0",
+        ],
+    );
+    let web = web_addr(&server);
+    // The page, over HTTPS, as an outside TLS client fetches it.
+    let mut openssl = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-servername", "localhost", "-CAfile"])
+        .arg(&ca)
+        .args(["-verify_return_error", "-connect", &web.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let output = openssl.wait_with_output().unwrap();
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        page.starts_with("HTTP/1.1 200 OK"),
+        "{page}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(page.contains("<script src=\"app.js\""));
+    // The chat, over WSS, beside a plain line client.
+    let options = chatroom::client::Options {
+        host: "localhost".into(),
+        port: web.port(),
+        tls: Some(chatroom::client::trust::Trust::Ca(ca)),
+        ..Default::default()
+    };
+    let secure = chatroom::client::link::connect(&options, false).expect("a TLS connection");
+    let tcp = secure.tcp().unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    let request = format!("wss://localhost:{}/ws", web.port())
+        .into_client_request()
+        .unwrap();
+    let (socket, _) = tungstenite::client(request, secure).expect("the WSS upgrade");
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut ws = Ws {
+        socket,
+        seen: Vec::new(),
+        cursor: 0,
+    };
+    ws.send("secure");
+    ws.expect("welcome", |_| true);
+    let mut nick = server.join("nick");
+    nick.send("hello over plain TCP");
+    ws.expect("message", |e| e["text"] == "hello over plain TCP");
+    ws.send("hello over WSS");
+    nick.expect_line("secure: hello over WSS");
 }
