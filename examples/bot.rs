@@ -16,18 +16,28 @@
 //!
 //! ```text
 //! cargo run --example bot -- --addr 127.0.0.1:6622 --name bot --room lab
+//! cargo run --example bot -- --addr chat.example.org:6697 --tls --name bot
+//! cargo run --example bot -- --addr localhost:6697 --tls-ca tls/ca.pem
 //! ```
+//!
+//! Over TLS it connects through the client library's [`Stream`], so it
+//! trusts what the client does: the system's roots (`--tls`), one authority
+//! (`--tls-ca`) or one certificate (`--tls-fingerprint`). Unlike the client it
+//! never asks: a certificate nobody vouches for is an error.
 //!
 //! On a private server (one with accounts) the bot needs an account; it reads
 //! its password from `CHATROOM_PASSWORD`, so the password is not shown by `ps`.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 
+use chatroom::client::Stream;
+use chatroom::client::link::{self, Options};
+use chatroom::client::trust::Trust;
 use clap::Parser;
 
 /// A chatroom bot that welcomes newcomers and answers `!time` and `!who`.
@@ -42,12 +52,48 @@ struct Args {
     /// Room to sit in (joined, or created if missing); default: the server's default room.
     #[arg(long)]
     room: Option<String>,
+    /// Connect over TLS, trusting the system's certificate authorities.
+    #[arg(long)]
+    tls: bool,
+    /// Connect over TLS, trusting this certificate authority (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Connect over TLS, trusting only the certificate with this SHA-256 fingerprint.
+    #[arg(long, value_name = "SHA256", value_parser = chatroom::tls::parse_fingerprint)]
+    tls_fingerprint: Option<[u8; 32]>,
+}
+
+/// Connects as the flags say: plain TCP, or TLS with the trust asked for.
+fn connect(args: &Args) -> io::Result<Stream> {
+    let tls = match (args.tls_fingerprint, &args.tls_ca, args.tls) {
+        (Some(pin), _, _) => Some(Trust::Pin(pin)),
+        (None, Some(ca), _) => Some(Trust::Ca(ca.clone())),
+        (None, None, true) => Some(Trust::System),
+        (None, None, false) => None,
+    };
+    connect_to(&args.addr, tls)
+}
+
+/// Connects to `addr` (`HOST:PORT`): plain TCP, or TLS trusting `tls`. The
+/// bot never asks anyone: an untrusted certificate is an error.
+pub fn connect_to(addr: &str, tls: Option<Trust>) -> io::Result<Stream> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| io::Error::other(format!("--addr {addr:?} is not HOST:PORT")))?;
+    let options = Options {
+        host: host.to_string(),
+        port,
+        tls,
+        ..Options::default()
+    };
+    link::connect(&options, false).map_err(|e| io::Error::other(e.to_string()))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let password = std::env::var("CHATROOM_PASSWORD").ok();
-    let served = TcpStream::connect(&args.addr).and_then(|stream| {
+    let served = connect(&args).and_then(|stream| {
         run(
             stream,
             &args.name,
@@ -73,7 +119,7 @@ type To = Option<String>;
 /// Serves one connection until the server closes it. `password` is for a
 /// private server, which asks for it with a `Password:` line.
 pub fn run(
-    stream: TcpStream,
+    stream: Stream,
     name: &str,
     password: Option<&str>,
     room: Option<&str>,

@@ -8,7 +8,8 @@
 # Options:
 #   --quick               short steps (3 s), fewer bisections, 2,000 idle clients
 #   --only LIST           servers to run, comma-separated: chatroom,inspircd,ngircd
-#   --scenarios LIST      scenarios to run: s100,s1000x10,s1000x100,half,idle
+#   --scenarios LIST      scenarios to run: s100,s1000x10,s1000x100,half,idle,
+#                         tls100,tls1000x100,tlsidle
 #   --idle-clients N      clients of the idle scenario (default 10000)
 #   --server-bin PATH     a prebuilt chatroom server (default: build this checkout)
 #   --loadgen-bin PATH    a prebuilt load generator (default: build this checkout)
@@ -28,9 +29,20 @@
 #              the best peer's highest sustained rate
 #   idle       N idle clients in one room: all connected, one message sent after
 #              the last joined reaches all, server RSS and threads per client
+#   tls100     (issue 12) 100 clients, 10 senders over TLS: the highest sustained
+#              rate of chatroom-tls, inspircd-tls (its GnuTLS module) and
+#              ngircd-tls (built with GnuTLS), with chatroom's plain TCP run
+#              again in the same scenario as the baseline
+#   tls1000x100  the same with 1,000 clients, 100 senders
+#   tlsidle    N idle clients over TLS against chatroom-tls, and over plain TCP
+#              against chatroom as the baseline
+# The TLS certificate is made by `server tls-init --name localhost` in the work
+# directory; the peers use ../shared/bench/inspircd-tls.conf and ngircd-tls.conf.
 # Targets for chatroom: a rate at least the best peer's; p99 at half rate no
 # worse than the best peer's; idle: all connected and reached, RSS at most
-# 12 KiB per client, at most 1.1 threads per client.
+# 12 KiB per client, at most 1.1 threads per client; TLS: a rate at least the
+# best TLS peer's and at least 0.6x chatroom's own plain rate; idle TLS at
+# most 2x an idle plain client's memory, still one thread each.
 #
 # The peers are single-threaded (one epoll loop each); chatroom uses as many
 # threads as it likes. All share the machine's cores with the load generator.
@@ -45,7 +57,7 @@ ROOT=$PWD
 
 QUICK=0
 ONLY="chatroom,inspircd,ngircd"
-SCENARIOS="s100,s1000x10,s1000x100,half,idle"
+SCENARIOS="s100,s1000x10,s1000x100,half,idle,tls100,tls1000x100,tlsidle"
 IDLE_CLIENTS=""
 SERVER_BIN=""
 LOADGEN_BIN=""
@@ -80,6 +92,9 @@ say() { printf '== %s\n' "$*" >&2; }
 
 # Every client is a descriptor, in the generator and in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# InspIRCd 3.15 with its GnuTLS module was seen to dump core when stopped;
+# no core file belongs in the checkout.
+ulimit -c 0 2>/dev/null || true
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CLIENTS + 100)) ]; then
     say "warning: only $(ulimit -n) descriptors per process; the idle scenario needs $((IDLE_CLIENTS + 100))"
 fi
@@ -125,6 +140,24 @@ if has "$ONLY" inspircd || has "$ONLY" ngircd; then
     sed -i "s|IncludeDir = .*|IncludeDir = $WORK/conf.d|" "$WORK/ngircd.conf"
 fi
 
+# TLS: one certificate for every server, made by chatroom's own tls-init.
+# ngIRCd drops to nobody, so the copies it reads are world-readable (a
+# throwaway key on loopback).
+CERT=""; KEY=""
+if has "$SCENARIOS" tls100 || has "$SCENARIOS" tls1000x100 || has "$SCENARIOS" tlsidle; then
+    "$SERVER_BIN" tls-init --name localhost --data-dir "$WORK/certs" >"$OUT/tls-init.txt"
+    mkdir -p "$WORK/public"
+    cp "$WORK/certs/tls/cert.pem" "$WORK/certs/tls/key.pem" "$WORK/public/"
+    chmod 711 "$WORK"; chmod 755 "$WORK/public"; chmod 644 "$WORK/public/"*.pem
+    CERT=$WORK/public/cert.pem; KEY=$WORK/public/key.pem
+    if has "$ONLY" inspircd || has "$ONLY" ngircd; then
+        for conf in inspircd-tls ngircd-tls; do
+            sed -e "s|@CERT@|$CERT|; s|@KEY@|$KEY|; s|IncludeDir = .*|IncludeDir = $WORK/conf.d|" \
+                "$BENCH_DIR/$conf.conf" >"$WORK/$conf.conf"
+        done
+    fi
+fi
+
 # --- servers -----------------------------------------------------------------
 PID=""
 ADDR=""
@@ -148,8 +181,9 @@ wait_listening() { # PORT
     return 1
 }
 
-start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES
+start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS
     local name=$1 log="$OUT/$1.$2.log"
+    TLS=""
     case "$name" in
     chatroom)
         local data
@@ -163,6 +197,28 @@ start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES
             sleep 0.1
         done
         PROTO=chatroom; HANDSHAKES=200 ;;
+    chatroom-tls)
+        local data
+        data=$(mktemp -d "$WORK/data.XXXXXX")
+        "$SERVER_BIN" --host 127.0.0.1 --port 0 --tls-port 0 --tls-cert "$CERT" --tls-key "$KEY" \
+            --data-dir "$data" --rate 0 --max-per-ip 0 --max-clients 20000 >"$log.out" 2>"$log" &
+        PID=$!
+        for _ in $(seq 100); do
+            ADDR=$(sed -n 's/^listening on \(.*\) (tls)$/\1/p' "$log.out")
+            [ -n "$ADDR" ] && break
+            sleep 0.1
+        done
+        PROTO=chatroom; HANDSHAKES=200; TLS=1 ;;
+    inspircd-tls)
+        inspircd --nofork --nopid --runasroot --config="$WORK/inspircd-tls.conf" >"$log" 2>&1 &
+        PID=$!
+        wait_listening 7402
+        ADDR=127.0.0.1:7402; PROTO=irc; HANDSHAKES=2000; TLS=1 ;;
+    ngircd-tls)
+        ngircd -n -f "$WORK/ngircd-tls.conf" >"$log" 2>&1 &
+        PID=$!
+        wait_listening 7202
+        ADDR=127.0.0.1:7202; PROTO=irc; HANDSHAKES=10; TLS=1 ;;
     inspircd)
         inspircd --nofork --nopid --runasroot --config="$WORK/inspircd.conf" >"$log" 2>&1 &
         PID=$!
@@ -187,7 +243,7 @@ run() { # NAME SCENARIO LOADGEN-ARGS...
     start_server "$name" "$scenario" || { stop_server; return 0; }
     say "$scenario: $name ($ADDR, pid $PID): loadgen $*"
     local json log="$OUT/loadgen.$scenario.$name"
-    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" --pid "$PID" \
+    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" --pid "$PID" ${TLS:+--tls} \
         --handshakes "$HANDSHAKES" --label "$scenario/$name" "$@" \
         2>"$log.err" | tee "$log.log" >&2 || true
     json=$(tail -n 1 "$log.log")
@@ -202,11 +258,18 @@ run() { # NAME SCENARIO LOADGEN-ARGS...
 SERVERS=()
 for s in ngircd inspircd chatroom; do has "$ONLY" "$s" && SERVERS+=("$s"); done
 
-search() { # SCENARIO CLIENTS SENDERS
+TLS_SERVERS=()
+for s in ngircd inspircd chatroom; do has "$ONLY" "$s" && TLS_SERVERS+=("$s-tls"); done
+has "$ONLY" chatroom && TLS_SERVERS+=(chatroom)
+
+search() { # SCENARIO CLIENTS SENDERS [SERVER...]
     local scenario=$1 clients=$2 senders=$3
+    shift 3
+    local servers=("$@")
+    [ ${#servers[@]} -gt 0 ] || servers=("${SERVERS[@]}")
     # Start at 50,000 deliveries a second; double until a step fails, then bisect.
     local start=$((50000 / clients))
-    for s in "${SERVERS[@]}"; do
+    for s in "${servers[@]}"; do
         run "$s" "$scenario" --clients "$clients" --senders "$senders" --search \
             --rate "$start" --duration "$STEP" --warmup "$WARMUP" --bisect "$BISECT" \
             --connect-timeout 300
@@ -220,6 +283,9 @@ best_rate() { # SCENARIO SERVER
 has "$SCENARIOS" s100 && search s100 100 10
 has "$SCENARIOS" s1000x10 && search s1000x10 1000 10
 has "$SCENARIOS" s1000x100 && search s1000x100 1000 100
+
+has "$SCENARIOS" tls100 && search tls100 100 10 "${TLS_SERVERS[@]}"
+has "$SCENARIOS" tls1000x100 && search tls1000x100 1000 100 "${TLS_SERVERS[@]}"
 
 if has "$SCENARIOS" half; then
     for pair in s100:100:10 s1000x10:1000:10 s1000x100:1000:100; do
@@ -244,6 +310,13 @@ fi
 if has "$SCENARIOS" idle; then
     for s in "${SERVERS[@]}"; do
         run "$s" idle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
+            --connect-timeout "$IDLE_CONNECT" --handshake-timeout 120
+    done
+fi
+
+if has "$SCENARIOS" tlsidle && has "$ONLY" chatroom; then
+    for s in chatroom chatroom-tls; do
+        run "$s" tlsidle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
             --connect-timeout "$IDLE_CONNECT" --handshake-timeout 120
     done
 fi
@@ -298,6 +371,20 @@ jq -rs '
         ($all | p99($h; "chatroom")) as $c |
         ([$all | p99($h; "inspircd"), p99($h; "ngircd")] | map(select(. != null)) | min) as $p |
         "- \($h): p99 \($c) ms vs best peer \($p) ms: " + (if $p == null or ($c != null and $c <= $p) then "MET" else "NOT MET" end)),
+    (["tls100", "tls1000x100"][] as $sc |
+        select([$all[] | select(.scenario == $sc)] | length > 0) |
+        ($all | best($sc; "chatroom-tls")) as $c |
+        ([$all | best($sc; "inspircd-tls"), best($sc; "ngircd-tls")] | max) as $p |
+        ($all | best($sc; "chatroom")) as $plain |
+        "- \($sc): TLS rate \($c) vs best TLS peer \($p): " + (if $p == 0 then "no TLS peer passed a step (a loaded machine?)" elif $c >= $p then "MET" else "NOT MET" end) +
+        "; vs chatroom plain TCP \($plain): \(if $plain > 0 then ($c / $plain * 100 | round) else "?" end) % of it, target 60 %: " +
+        (if $plain > 0 and $c >= 0.6 * $plain then "MET" else "NOT MET" end)),
+    ([$all[] | select(.scenario == "tlsidle")] as $ti |
+        select($ti | length > 0) |
+        ([$ti[] | select(.server == "chatroom-tls")] | first) as $t |
+        ([$ti[] | select(.server == "chatroom")] | first) as $p |
+        "- tlsidle: \($t.connected // 0)/\($t.clients // 0) TLS clients connected, probe reached \($t.probe.delivered // 0)/\($t.probe.expected // 0), \($t.idle.rss_kib_per_client // "?") KiB per TLS client vs \($p.idle.rss_kib_per_client // "?") KiB per plain one, \($t.idle.threads_per_client // "?") threads per client: " +
+        (if ($t.all_connected_and_reached // false) and ($t.idle.rss_kib_per_client // 1e9) <= 2 * ($p.idle.rss_kib_per_client // 0) and ($t.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end)),
     ($all[] | select(.scenario == "idle" and .server == "chatroom") |
         "- idle: \(.connected)/\(.clients) connected, probe reached \(.probe.delivered // 0)/\(.probe.expected // 0), \(.idle.rss_kib_per_client // "?") KiB and \(.idle.threads_per_client // "?") threads per client: " +
         (if .all_connected_and_reached and (.idle.rss_kib_per_client // 1e9) <= 12 and (.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end))

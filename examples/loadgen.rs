@@ -22,6 +22,12 @@
 //! The server must not throttle the generator: start chatroom with
 //! `--rate 0 --max-per-ip 0 --max-clients 20000`.
 //!
+//! `--tls` speaks TLS to the server's TLS port (chatroom's, or an IRC
+//! server's), with rustls on the same non-blocking sockets: each client's
+//! TLS state sits beside its socket and the event loop feeds it. The
+//! certificate is not checked against any authority (a benchmark on
+//! loopback), but the handshake is complete and every byte is encrypted.
+//!
 //! Output: a human report on stdout, then one JSON line (the last line) for
 //! scripts. Progress goes to stderr.
 //!
@@ -153,6 +159,138 @@ struct Args {
     /// A label copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Speak TLS (1.3 unless the server offers only 1.2).
+    #[arg(long)]
+    tls: bool,
+}
+
+// ---------------------------------------------------------------------------
+// TLS on the generator's non-blocking sockets.
+// ---------------------------------------------------------------------------
+
+/// Accepts any certificate (loopback benchmarks only) but checks the
+/// handshake's signatures, so the work of a real client is done.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    let provider = chatroom::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("TLS 1.2 and 1.3 are supported")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// One client's connection: a non-blocking socket, and its TLS state when
+/// `--tls`. Reads and writes are of plaintext either way; over TLS each call
+/// also moves whatever records are due (the handshake included), so the
+/// event loop above needs no TLS states of its own.
+struct Link {
+    tcp: TcpStream,
+    tls: Option<Box<rustls::ClientConnection>>,
+}
+
+impl Link {
+    /// Sends the records rustls holds, as far as the socket takes them.
+    fn flush_tls(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            Some(tls) => send_records(tls, &mut self.tcp),
+            None => Ok(()),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            return self.tcp.write(data);
+        };
+        let taken = tls.writer().write(data)?;
+        send_records(tls, &mut self.tcp)?;
+        if taken == 0 && !data.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(taken)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            return self.tcp.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut self.tcp)? == 0 {
+                return Ok(0);
+            }
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            // Handshake messages, and the login written before it ended.
+            send_records(tls, &mut self.tcp)?;
+        }
+    }
+}
+
+fn send_records(tls: &mut rustls::ClientConnection, tcp: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(tcp) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -578,6 +716,7 @@ impl Run {
         let after_connect = args.pid.and_then(proc_sample);
         let mut report = json!({
             "label": args.label,
+            "tls": args.tls,
             "proto": format!("{:?}", args.proto).to_lowercase(),
             "addr": args.addr.to_string(),
             "mode": if args.idle { "idle" } else if args.search { "search" } else { "run" },
@@ -1087,7 +1226,7 @@ enum State {
 struct Conn {
     /// The client's number among all clients.
     index: usize,
-    stream: Option<TcpStream>,
+    stream: Option<Link>,
     state: State,
     /// A partial line left from the last read.
     tail: Vec<u8>,
@@ -1108,6 +1247,8 @@ struct Conn {
 struct Generator {
     proto: Proto,
     addr: SocketAddr,
+    /// TLS settings, with `--tls`.
+    tls: Option<Arc<rustls::ClientConfig>>,
     shared: Arc<Shared>,
     poll: Poll,
     conns: Vec<Conn>,
@@ -1188,6 +1329,7 @@ impl Generator {
         Ok(Generator {
             proto: args.proto,
             addr: args.addr,
+            tls: args.tls.then(tls_config),
             shared,
             poll: Poll::new()?,
             conns,
@@ -1317,8 +1459,22 @@ impl Generator {
                         self.give_up(i, format!("cannot register a socket: {e}"));
                         continue;
                     }
+                    let tls = match &self.tls {
+                        None => None,
+                        Some(config) => {
+                            let name = rustls::pki_types::ServerName::try_from("localhost")
+                                .expect("a valid name");
+                            match rustls::ClientConnection::new(Arc::clone(config), name) {
+                                Ok(tls) => Some(Box::new(tls)),
+                                Err(e) => {
+                                    self.give_up(i, format!("TLS: {e}"));
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     let conn = &mut self.conns[i];
-                    conn.stream = Some(stream);
+                    conn.stream = Some(Link { tcp: stream, tls });
                     conn.state = State::Connecting;
                     self.in_flight += 1;
                 }
@@ -1345,7 +1501,7 @@ impl Generator {
 
     fn on_writable(&mut self, i: usize) {
         if self.conns[i].state == State::Connecting {
-            let Some(stream) = self.conns[i].stream.as_ref() else {
+            let Some(stream) = self.conns[i].stream.as_ref().map(|link| &link.tcp) else {
                 return;
             };
             match stream.take_error() {
@@ -1382,6 +1538,10 @@ impl Generator {
         let Some(stream) = conn.stream.as_mut() else {
             return;
         };
+        if let Err(e) = stream.flush_tls() {
+            self.fail(i, format!("write: {e}"));
+            return;
+        }
         while conn.out_pos < conn.out.len() {
             match stream.write(&conn.out[conn.out_pos..]) {
                 Ok(0) => {
@@ -1598,7 +1758,7 @@ impl Generator {
         let conn = &mut self.conns[i];
         let was = conn.state;
         if let Some(mut stream) = conn.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(&mut stream.tcp);
         }
         conn.tail.clear();
         conn.out.clear();
@@ -1674,7 +1834,7 @@ impl Generator {
             ) {
                 let conn = &mut self.conns[i];
                 if let Some(mut stream) = conn.stream.take() {
-                    let _ = self.poll.registry().deregister(&mut stream);
+                    let _ = self.poll.registry().deregister(&mut stream.tcp);
                 }
                 self.give_up(i, "not ready within --connect-timeout".into());
             }

@@ -5,7 +5,7 @@
 //!
 //! - [`server`]: everything the `server` binary runs. A line from a socket
 //!   goes: [`server::accept`] (the accept loop, one thread per client) →
-//!   [`server::transport`] (the seam: plain TCP today, TLS and WebSocket
+//!   [`server::transport`] (the seam: plain TCP and TLS, WebSocket
 //!   next; it opens the connection on the client's own thread and splits it
 //!   into an input and an output) → [`server::session`] thread
 //!   reads lines from the input (flood control waits here) → commands ask
@@ -33,6 +33,7 @@
 //!   sends, built once and shared by every recipient;
 //! - [`names`]: the rules for user and room names;
 //! - [`rows`]: the data files, their columns and row shapes;
+//! - [`tls`](mod@tls): the TLS crypto provider and certificate fingerprints;
 //! - [`logging`]: the binaries' log lines.
 //!
 //! The three sides never import one another. Only [`server::stack`] holds
@@ -46,5 +47,6 @@ pub mod logging;
 pub mod names;
 pub mod rows;
 pub mod server;
+pub mod tls;
 pub mod viewer;
 pub mod wire;

@@ -26,6 +26,9 @@ const PATIENCE: Duration = Duration::from_secs(10);
 struct Server {
     child: Child,
     addr: String,
+    /// The TLS listener (HOST:PORT) and the CA that signed its certificate,
+    /// for a server started with [`Server::start_tls`].
+    tls: Option<(String, std::path::PathBuf)>,
     _dir: tempfile::TempDir,
 }
 
@@ -35,15 +38,37 @@ impl Server {
         Server::start_with_accounts(&[])
     }
 
+    /// An open server with TLS too, its certificate made by `tls-init`.
+    fn start_tls() -> Server {
+        Server::start_full(&[], true)
+    }
+
     /// A private server with these accounts (name, password).
     fn start_with_accounts(accounts: &[(&str, &str)]) -> Server {
+        Server::start_full(accounts, false)
+    }
+
+    fn start_full(accounts: &[(&str, &str)], tls: bool) -> Server {
         let dir = tempfile::tempdir().expect("a temporary directory");
         for (name, password) in accounts {
             add_user(dir.path(), name, password);
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--port", "0", "--data-dir"])
-            .arg(dir.path())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+        command.args(["--port", "0", "--data-dir"]).arg(dir.path());
+        if tls {
+            let made = Command::new(env!("CARGO_BIN_EXE_server"))
+                .args(["tls-init", "--name", "localhost", "--data-dir"])
+                .arg(dir.path())
+                .output()
+                .expect("tls-init runs");
+            assert!(made.status.success(), "tls-init: {made:?}");
+            command
+                .args(["--tls-port", "0", "--tls-cert"])
+                .arg(dir.path().join("tls/cert.pem"))
+                .arg("--tls-key")
+                .arg(dir.path().join("tls/key.pem"));
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -62,19 +87,30 @@ impl Server {
                 eprintln!("server: {line}");
             }
         });
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            _dir: dir,
-        };
         let first = lines
             .recv_timeout(PATIENCE)
             .expect("the server prints `listening on HOST:PORT`");
-        server.addr = first
+        let addr = first
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_string();
-        server
+        let tls = tls.then(|| {
+            let second = lines
+                .recv_timeout(PATIENCE)
+                .expect("the server prints `listening on HOST:PORT (tls)`");
+            let tls_addr = second
+                .strip_prefix("listening on ")
+                .and_then(|rest| rest.strip_suffix(" (tls)"))
+                .unwrap_or_else(|| panic!("unexpected second line {second:?}"))
+                .to_string();
+            (tls_addr, dir.path().join("tls/ca.pem"))
+        });
+        Server {
+            child,
+            addr,
+            tls,
+            _dir: dir,
+        }
     }
 }
 
@@ -173,7 +209,8 @@ impl User {
 }
 
 fn start_bot(addr: &str, name: &'static str, password: Option<&'static str>, room: &'static str) {
-    let stream = TcpStream::connect(addr).expect("the bot connects");
+    let stream =
+        chatroom::client::Stream::plain(TcpStream::connect(addr).expect("the bot connects"));
     thread::spawn(move || bot::run(stream, name, password, Some(room)));
 }
 
@@ -255,7 +292,8 @@ fn bot_logs_in_to_a_private_server_with_its_password() {
 fn bot_without_a_password_gives_up_on_a_private_server() {
     let server = Server::start_with_accounts(&[("bot", "bot pw")]);
     let stream = TcpStream::connect(&server.addr).expect("the bot connects");
-    let err = bot::run(stream, "bot", None, None).expect_err("no login without a password");
+    let err = bot::run(chatroom::client::Stream::plain(stream), "bot", None, None)
+        .expect_err("no login without a password");
     assert!(err.to_string().contains("CHATROOM_PASSWORD"), "{err}");
 }
 
@@ -282,4 +320,31 @@ fn bot_answers_a_burst_of_requests_in_full_without_pacing_itself() {
         "{:#?}",
         alice.seen
     );
+}
+
+#[test]
+fn the_bot_works_over_tls_and_refuses_a_certificate_nobody_vouches_for() {
+    let server = Server::start_tls();
+    let (tls_addr, ca) = server.tls.clone().expect("a TLS listener");
+    let mut alice = User::login(&server.addr, "alice");
+    let stream = bot::connect_to(
+        &tls_addr,
+        Some(chatroom::client::trust::Trust::Ca(ca.clone())),
+    )
+    .expect("the bot connects over TLS");
+    thread::spawn(move || bot::run(stream, "tlsbot", None, None));
+    alice.expect(|l| l == "* tlsbot joined #general", "the bot joining");
+    alice.send("!time");
+    alice.expect(
+        |l| l.contains("] tlsbot: the time is "),
+        "the time over TLS",
+    );
+
+    // Pinned to another certificate: no connection, and it says why.
+    let err = bot::connect_to(
+        &tls_addr,
+        Some(chatroom::client::trust::Trust::Pin([7; 32])),
+    )
+    .expect_err("a wrong pin is refused");
+    assert!(err.to_string().contains("--tls-fingerprint"), "{err}");
 }

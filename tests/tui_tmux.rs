@@ -25,6 +25,11 @@ impl Tmux {
     /// and the terminal's settings (`stty -a`) are written to `dir`, and the
     /// shell waits, so that the screen can still be read.
     fn start(dir: &Path, args: &str) -> Tmux {
+        Self::start_with_env(dir, "", args)
+    }
+
+    /// Like [`Tmux::start`], with `env` (`NAME=value ...`) before the client.
+    fn start_with_env(dir: &Path, env: &str, args: &str) -> Tmux {
         let available = Command::new("tmux").arg("-V").output();
         assert!(
             available.is_ok_and(|o| o.status.success()),
@@ -39,7 +44,7 @@ impl Tmux {
                 .replace('.', "")
         );
         let script = format!(
-            "{client} {args}; echo $? > {dir}/exit; stty -a > {dir}/stty; read -r _",
+            "{env} {client} {args}; echo $? > {dir}/exit; stty -a > {dir}/stty; read -r _",
             client = env!("CARGO_BIN_EXE_client"),
             dir = dir.display(),
         );
@@ -302,6 +307,72 @@ fn the_full_screen_client_scrolls_back_past_its_first_screen_and_searches() {
         assert!(Instant::now() < deadline, "the search pane stayed open");
         thread::sleep(Duration::from_millis(20));
     }
+    tmux.keys(&["C-d"]);
+    assert_left_cleanly(&tmux, shell.path());
+}
+
+#[test]
+fn over_tls_a_person_trusts_the_certificate_once_chats_and_is_reconnected() {
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let shell = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let config = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (ok, out, err) = server_tool(data.path(), &["tls-init", "--name", "localhost"], "");
+    assert!(ok, "tls-init: {out} {err}");
+    let fingerprint = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SHA-256 fingerprint: "))
+        .unwrap_or_else(|| panic!("no fingerprint in {out}"))
+        .to_string();
+    let cert = data.path().join("tls/cert.pem");
+    let key = data.path().join("tls/key.pem");
+    let tls_args = [
+        "--tls-cert",
+        cert.to_str().unwrap_or_default(),
+        "--tls-key",
+        key.to_str().unwrap_or_default(),
+    ];
+    let mut args = vec!["--tls-port", "0"];
+    args.extend_from_slice(&tls_args);
+    let mut server = TestServer::start(data.path(), &args);
+    let tls_port = server.tls_addr.map(|a| a.port()).unwrap_or_default();
+    let tmux = Tmux::start_with_env(
+        shell.path(),
+        &format!("XDG_CONFIG_HOME={}", config.path().display()),
+        &format!("--tls --port {tls_port} --name erin"),
+    );
+
+    // Nobody vouches for a private CA: the person is shown the fingerprint.
+    let screen = tmux.wait_for(&[&format!(
+        "Trust this certificate for 127.0.0.1:{tls_port}? [y/N]"
+    )]);
+    assert!(screen.contains(&fingerprint[..47]), "{screen}");
+    tmux.line("y");
+    tmux.wait_for(&["hello erin!", "connected"]);
+    let known = std::fs::read_to_string(config.path().join("chatroom/known_hosts"))
+        .unwrap_or_else(|e| panic!("known_hosts: {e}"));
+    assert_eq!(known, format!("127.0.0.1:{tls_port} {fingerprint}\n"));
+
+    let mut bob = server.join("bob");
+    tmux.wait_for(&["bob joined #general"]);
+    bob.send("hi erin, from plain TCP");
+    tmux.wait_for(&["bob: hi erin, from plain TCP"]);
+    tmux.line("hello bob, from TLS");
+    bob.expect_line("erin: hello bob, from TLS");
+
+    // The server restarts on the same ports (later flags win): the client
+    // comes back over TLS by itself, without asking again.
+    let plain_port = server.addr.port().to_string();
+    let tls_port_text = tls_port.to_string();
+    server.signal(libc::SIGTERM);
+    server.wait_exit();
+    tmux.wait_for(&["disconnected"]);
+    let mut again = vec!["--port", &plain_port, "--tls-port", &tls_port_text];
+    again.extend_from_slice(&tls_args);
+    let server = TestServer::start(data.path(), &again);
+    tmux.wait_for(&["logged in again as erin", "connected"]);
+    let mut carol = server.join("carol");
+    tmux.line("back over TLS");
+    carol.expect_line("erin: back over TLS");
     tmux.keys(&["C-d"]);
     assert_left_cleanly(&tmux, shell.path());
 }

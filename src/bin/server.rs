@@ -1,21 +1,28 @@
-//! `server`: the chat server. Parses flags, opens the data directory, binds,
-//! and serves until Ctrl-C or SIGTERM. Its subcommands manage accounts and
-//! bans in the same data directory, also while a server runs.
+//! `server`: the chat server. Parses flags, opens the data directory, binds
+//! (plain TCP, and TLS with `--tls-cert`), and serves until Ctrl-C or
+//! SIGTERM; SIGHUP reloads the TLS certificate and never stops it. Its
+//! subcommands manage accounts and bans in the same data directory, also
+//! while a server runs, and make a private certificate (`tls-init`).
 
 use std::io::{BufRead, IsTerminal};
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use chatroom::names;
 use chatroom::server::accounts::{Accounts, Role};
+use chatroom::server::certs::{self, Certificates};
 use chatroom::server::config::Config;
 use chatroom::server::limits;
 use chatroom::server::moderation::{Ban, Bans};
+use chatroom::server::tokens::Tokens;
+use chatroom::server::transport::tls::Tls;
+use chatroom::server::transport::web::{self, Web};
 use chatroom::server::{Listener, Server, Shutdown};
 
 /// A self-hosted chat server: rooms, history, whispers; every message kept in
@@ -31,12 +38,30 @@ struct Args {
     /// One server at a time.
     #[arg(long, default_value = ".", global = true)]
     data_dir: PathBuf,
-    /// Address to listen on. Anything but loopback is reachable from the network.
+    /// Address to listen on. Anything but loopback is reachable from the
+    /// network; with TLS on, plain TCP then stays on loopback (see
+    /// --plain-public).
     #[arg(long, default_value = limits::DEFAULT_HOST)]
     host: String,
-    /// Port to listen on; 0 takes a free one (the real port is printed).
+    /// Port of plain TCP; 0 takes a free one (the real port is printed).
     #[arg(long, default_value_t = limits::DEFAULT_PORT)]
     port: u16,
+    /// TLS certificate chain, PEM (certbot's fullchain.pem as it is): adds a
+    /// TLS listener on --tls-port. Reloaded on SIGHUP and when the file
+    /// changes. See `server tls-init` for a private one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM (certbot's privkey.pem as it is).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Port of TLS (with --tls-cert); 0 takes a free one.
+    #[arg(long, default_value_t = limits::DEFAULT_TLS_PORT)]
+    tls_port: u16,
+    /// With TLS on and a --host reachable from the network, serve plain TCP
+    /// there too (by default it listens on loopback only, so that passwords
+    /// never cross a network in clear by accident).
+    #[arg(long)]
+    plain_public: bool,
     /// Connections served at once; more get "! server full".
     #[arg(long, default_value_t = limits::DEFAULT_MAX_CLIENTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     max_clients: u64,
@@ -80,6 +105,19 @@ struct Args {
     /// Rooms one name may make with /create (admins are not limited).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS_PER_USER)]
     max_rooms_per_user: usize,
+    /// Serve the web page and its WebSocket (/ws) on this port too; 0 takes
+    /// a free one (printed as `listening on HOST:PORT (web)`). With TLS on,
+    /// it serves HTTPS and WSS with the same certificate.
+    #[arg(long)]
+    web_port: Option<u16>,
+    /// Another origin whose pages may open the chat's WebSocket, besides the
+    /// page's own (e.g. https://chat.example.org); may be given again.
+    #[arg(long = "web-origin", value_name = "ORIGIN")]
+    web_origins: Vec<String>,
+    /// Seconds of silence after which a WebSocket is pinged; one that
+    /// answers nothing by the next ping is dropped as gone.
+    #[arg(long, default_value_t = web::PING_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    web_ping_secs: u64,
 }
 
 /// Managing accounts and bans.
@@ -124,6 +162,21 @@ enum Tool {
     },
     /// Lists the bans.
     ListBans,
+    /// Logs a name out of every device that stays logged in (forgets all its
+    /// tokens).
+    RevokeTokens {
+        /// The name.
+        name: String,
+    },
+    /// Makes a private certificate authority (once; later runs reuse it) and
+    /// a server certificate for the given names, in DATA_DIR/tls/; prints the
+    /// fingerprint and the commands that start the server and connect.
+    TlsInit {
+        /// A host name (or address) clients connect to; repeat for more.
+        /// localhost also covers 127.0.0.1 and ::1.
+        #[arg(long = "name", value_name = "HOST", required = true)]
+        names: Vec<String>,
+    },
 }
 
 fn non_negative(text: &str) -> Result<f64, String> {
@@ -174,7 +227,48 @@ fn main() -> ExitCode {
         max_rooms: args.max_rooms,
         max_rooms_per_user: args.max_rooms_per_user,
     };
-    serve(config, &args.host, args.port)
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    serve(
+        config,
+        &Addresses {
+            host: args.host,
+            port: args.port,
+            tls,
+            tls_port: args.tls_port,
+            plain_public: args.plain_public,
+            web: args.web_port.map(|port| WebPort {
+                port,
+                origins: args.web_origins,
+                ping_every: Duration::from_secs(args.web_ping_secs),
+            }),
+        },
+    )
+}
+
+/// The certificate and key files of `--tls-cert` and `--tls-key`.
+struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Where to listen, as the flags say.
+struct Addresses {
+    host: String,
+    port: u16,
+    tls: Option<TlsFiles>,
+    tls_port: u16,
+    plain_public: bool,
+    web: Option<WebPort>,
+}
+
+/// The web port, as the flags say.
+struct WebPort {
+    port: u16,
+    origins: Vec<String>,
+    ping_every: Duration,
 }
 
 /// Starts the server again with glibc's per-thread caches off (see
@@ -197,7 +291,13 @@ fn tune_allocator() {
     let Some(argv0) = args.next() else {
         return;
     };
-    let error = std::process::Command::new("/proc/self/exe")
+    // The binary's own path rather than /proc/self/exe, so that the process
+    // keeps its name (`pkill -HUP -x server` in a certbot hook finds it).
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let error = std::process::Command::new(exe)
         .arg0(argv0)
         .args(args)
         .env(KEY, tuned)
@@ -205,15 +305,180 @@ fn tune_allocator() {
     log::debug!("running with glibc's default caches: {error}");
 }
 
-fn serve(config: Config, host: &str, port: u16) -> ExitCode {
-    let listener = match TcpListener::bind((host, port)) {
-        Ok(listener) => listener,
-        Err(e) => {
+fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind((host, port)).map_err(|e| {
+        eprintln!(
+            "error: cannot listen{what} on {host}:{port}: {e} (is another server running there? choose another --port, --tls-port or --host)"
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ExitCode> {
+    listener.local_addr().map_err(|e| {
+        eprintln!("error: cannot read the listening address: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The listeners, bound: plain TCP, and TLS if asked for. With TLS on and a
+/// host reachable from the network, plain TCP stays on loopback unless
+/// `--plain-public`.
+fn listen(addresses: &Addresses) -> Result<Bound, ExitCode> {
+    let (mut bound, tls) = listen_chat(addresses)?;
+    if let Some(web) = &addresses.web {
+        let socket = bind(&addresses.host, web.port, " (web)")?;
+        let local = local_addr(&socket)?;
+        if !local.ip().is_loopback() && tls.is_none() {
             eprintln!(
-                "error: cannot listen on {host}:{port}: {e} (is another server running there? choose another --port or --host)"
+                "warning: the web page on {local} is reachable from the network and served without TLS: messages and passwords cross it in clear (add --tls-cert and --tls-key to serve HTTPS)"
             );
-            return ExitCode::FAILURE;
         }
+        bound.listeners.push(Listener {
+            socket,
+            accept: Arc::new(Web {
+                origins: web.origins.clone(),
+                ping_every: web.ping_every,
+                tls,
+            }),
+        });
+        bound.ready.push(format!("listening on {local} (web)"));
+    }
+    Ok(bound)
+}
+
+/// The chat's own listeners: plain TCP, and TLS if asked for (returned too,
+/// for the web port to serve HTTPS with the same certificate).
+fn listen_chat(addresses: &Addresses) -> Result<(Bound, Option<Arc<Tls>>), ExitCode> {
+    let Some(files) = &addresses.tls else {
+        let plain = bind(&addresses.host, addresses.port, "")?;
+        let local = local_addr(&plain)?;
+        if !local.ip().is_loopback() {
+            eprintln!(
+                "warning: listening on {local}, which is reachable from the network: anyone who can reach it can connect, and messages and passwords cross it in clear (add accounts with `server add-user` to make it private; add --tls-cert and --tls-key to encrypt)"
+            );
+        }
+        return Ok((
+            Bound {
+                listeners: vec![Listener::plain(plain)],
+                certificates: None,
+                ready: vec![format!("listening on {local}")],
+            },
+            None,
+        ));
+    };
+    let certificates = Certificates::open(&files.cert, &files.key).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    let tls = Tls::new(Arc::clone(&certificates)).map_err(|e| {
+        eprintln!("error: cannot set up TLS: {e}");
+        ExitCode::FAILURE
+    })?;
+    let secure = bind(&addresses.host, addresses.tls_port, " (tls)")?;
+    let secure_local = local_addr(&secure)?;
+    let public = !secure_local.ip().is_loopback();
+    let plain = if public && !addresses.plain_public {
+        let loopback = if secure_local.is_ipv6() {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
+        let plain = bind(&loopback.to_string(), addresses.port, "")?;
+        eprintln!(
+            "warning: TLS is on and {} is reachable from the network, so plain TCP listens on {} only, for this machine: passwords must not cross a network in clear by accident (--plain-public serves plain TCP on {} too)",
+            addresses.host,
+            local_addr(&plain)?,
+            addresses.host
+        );
+        plain
+    } else {
+        let plain = bind(&addresses.host, addresses.port, "")?;
+        if public {
+            eprintln!(
+                "warning: --plain-public: plain TCP on {} is reachable from the network and carries messages and passwords in clear; clients should use TLS on port {}",
+                local_addr(&plain)?,
+                secure_local.port()
+            );
+        }
+        plain
+    };
+    if public {
+        eprintln!(
+            "warning: listening on {secure_local} (tls), which is reachable from the network: anyone who can reach it can connect (add accounts with `server add-user` to make it private)"
+        );
+    }
+    log::info!(
+        "TLS certificate {} (SHA-256 {}); reloaded on SIGHUP and when the files change",
+        files.cert.display(),
+        certificates.fingerprint()
+    );
+    if let Err(e) = certificates.watch(certs::WATCH_EVERY) {
+        log::warn!("cannot watch the certificate files ({e}); reload with SIGHUP");
+    }
+    let ready = vec![
+        format!("listening on {}", local_addr(&plain)?),
+        format!("listening on {secure_local} (tls)"),
+    ];
+    let tls = Arc::new(tls);
+    Ok((
+        Bound {
+            listeners: vec![
+                Listener::plain(plain),
+                Listener::tls(secure, Arc::clone(&tls)),
+            ],
+            certificates: Some(certificates),
+            ready,
+        },
+        Some(tls),
+    ))
+}
+
+/// The listeners, the certificate they serve, and the ready lines to print
+/// once the server is ready.
+struct Bound {
+    listeners: Vec<Listener>,
+    certificates: Option<Arc<Certificates>>,
+    ready: Vec<String>,
+}
+
+/// Handles the signals on a thread of its own: SIGINT and SIGTERM stop the
+/// server gracefully (a second one exits at once, status 130); SIGHUP reloads
+/// the TLS certificate and never stops the server, so `nohup server &`
+/// outlives its terminal.
+fn handle_signals(
+    shutdown: Shutdown,
+    certificates: Option<Arc<Certificates>>,
+) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    match &certificates {
+                        Some(certificates) => certificates.reload_and_log("SIGHUP"),
+                        None => log::info!("SIGHUP: no TLS certificate to reload; still serving"),
+                    }
+                    continue;
+                }
+                if shutdown.is_triggered() {
+                    eprintln!("interrupted again: exiting without waiting");
+                    std::process::exit(130);
+                }
+                shutdown.trigger();
+            }
+        })?;
+    Ok(())
+}
+
+fn serve(config: Config, addresses: &Addresses) -> ExitCode {
+    // Bind first: a port in use is the first thing said.
+    let bound = match listen(addresses) {
+        Ok(bound) => bound,
+        Err(code) => return code,
     };
     let max_clients = config.max_clients;
     let server = match Server::open(config) {
@@ -231,33 +496,16 @@ fn serve(config: Config, host: &str, port: u16) -> ExitCode {
         Ok(_) => {}
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
-
-    let local = match listener.local_addr() {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("error: cannot read the listening address: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if !local.ip().is_loopback() {
-        eprintln!(
-            "warning: listening on {local}, which is reachable from the network: anyone who can reach it can connect (add accounts with `server add-user` to make it private)"
-        );
-    }
     let shutdown = Shutdown::new();
-    let on_signal = shutdown.clone();
-    if let Err(e) = ctrlc::set_handler(move || {
-        if on_signal.is_triggered() {
-            eprintln!("interrupted again: exiting without waiting");
-            std::process::exit(130);
-        }
-        on_signal.trigger();
-    }) {
-        eprintln!("error: cannot install the Ctrl-C handler: {e}");
+    // Signals before the ready lines: whoever reads them may signal at once.
+    if let Err(e) = handle_signals(shutdown.clone(), bound.certificates) {
+        eprintln!("error: cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
-    println!("listening on {local}");
-    match server.run(vec![Listener::plain(listener)], shutdown) {
+    for line in &bound.ready {
+        println!("{line}");
+    }
+    match server.run(bound.listeners, shutdown) {
         Ok(()) => {
             log::info!("stopped; all messages are in messages.csv");
             ExitCode::SUCCESS
@@ -270,6 +518,9 @@ fn serve(config: Config, host: &str, port: u16) -> ExitCode {
 }
 
 fn run_tool(tool: Tool, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    if let Tool::TlsInit { names } = &tool {
+        return tls_init(dir, names);
+    }
     if !dir.is_dir() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot use data directory {}: {e}", dir.display()))?;
@@ -323,6 +574,14 @@ fn run_tool(tool: Tool, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
             }
             println!("unbanned {name}");
         }
+        Tool::TlsInit { .. } => unreachable!("handled above"),
+        Tool::RevokeTokens { name } => {
+            let gone = Tokens::open(dir).revoke(&name)?;
+            println!(
+                "forgot {gone} token{} of {name}",
+                if gone == 1 { "" } else { "s" }
+            );
+        }
         Tool::ListBans => {
             for ban in bans.list()? {
                 println!(
@@ -340,6 +599,48 @@ fn run_tool(tool: Tool, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    Ok(())
+}
+
+/// `server tls-init`: makes the files and says how to use them.
+fn tls_init(dir: &Path, names: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let made = certs::init(dir, names)?;
+    let absolute = |path: &Path| {
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let (ca, cert, key) = (
+        absolute(&made.ca),
+        absolute(&made.cert),
+        absolute(&made.key),
+    );
+    if made.new_ca {
+        println!("made a certificate authority: {ca}");
+        println!("  (its key, ca-key.pem beside it, signs server certificates: keep it private)");
+    } else {
+        println!("signed with the existing certificate authority {ca}:");
+        println!("  clients that trust it trust the new certificate too");
+    }
+    println!("made a server certificate for {}: {cert}", names.join(", "));
+    println!("  its key (readable by you only): {key}");
+    println!("SHA-256 fingerprint: {}", made.fingerprint);
+    println!();
+    println!(
+        "start the server (a running one picks the new files up by itself, or at once on SIGHUP):"
+    );
+    println!(
+        "  server --data-dir {} --tls-cert {cert} --tls-key {key}",
+        absolute(dir)
+    );
+    println!("connect (copy {ca} to the people who connect):");
+    println!("  client --tls --host {} --tls-ca {ca}", names[0]);
+    println!("or trust this one certificate only:");
+    println!(
+        "  client --tls --host {} --tls-fingerprint {}",
+        names[0], made.fingerprint
+    );
     Ok(())
 }
 

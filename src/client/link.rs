@@ -1,23 +1,33 @@
 //! The connection to the server, as both front ends of the client use it:
-//! the command-line options, opening the connection, reading the server's
-//! lines in bounded pieces, and the errors a person is told about.
+//! the command-line options, opening the connection (plain TCP or TLS, one
+//! [`Stream`] either way), reading the server's lines in bounded pieces, and
+//! the errors a person is told about.
 //!
 //! [`super::plain`] (the line client) and [`super::tui`] (the full-screen
 //! client) both build on this module and never on each other.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::{self, BufRead, Read};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rustls::ClientConnection;
+use rustls::pki_types::ServerName;
 use rustyline::error::ReadlineError;
+
+use super::trust::{self, Refusal, Trust, Verifier};
 
 /// The host the client connects to when `--host` is not given: the server's default.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 
 /// The port the client connects to when `--port` is not given: the server's default.
 pub const DEFAULT_PORT: u16 = 6622;
+
+/// The port `--tls` connects to when `--port` is not given: the server's
+/// default TLS port.
+pub const DEFAULT_TLS_PORT: u16 = 6697;
 
 /// Time allowed to open the connection: long enough for a distant server,
 /// short enough that a wrong `--host` does not hang the client.
@@ -45,6 +55,9 @@ pub struct Options {
     pub name: Option<String>,
     /// `--plain`: the line-by-line client even on a terminal.
     pub plain: bool,
+    /// TLS, and whom to trust (`--tls`, `--tls-ca`, `--tls-fingerprint`);
+    /// `None` is plain TCP.
+    pub tls: Option<Trust>,
 }
 
 impl Default for Options {
@@ -54,6 +67,7 @@ impl Default for Options {
             port: DEFAULT_PORT,
             name: None,
             plain: false,
+            tls: None,
         }
     }
 }
@@ -89,6 +103,13 @@ pub enum ClientError {
     Terminal(ReadlineError),
     /// The terminal could not be used for the full screen.
     Screen(io::Error),
+    /// The TLS handshake failed, or the server's certificate is not trusted.
+    Tls {
+        /// The address as the user wrote it (`host:port`).
+        address: String,
+        /// What went wrong, and what to do.
+        problem: TlsProblem,
+    },
     /// The connection was lost and did not come back.
     GaveUp {
         /// The address as the user wrote it (`host:port`).
@@ -98,6 +119,60 @@ pub enum ClientError {
         /// Why the last attempt failed.
         reason: String,
     },
+}
+
+/// Why a TLS connection could not be made.
+#[derive(Debug)]
+pub enum TlsProblem {
+    /// The flags could not be used (an unreadable `--tls-ca`, ...).
+    Setup(String),
+    /// Nobody vouches for the certificate and nobody here said to trust it.
+    Untrusted {
+        /// Its SHA-256 fingerprint.
+        fingerprint: String,
+        /// Why the trusted roots did not vouch for it.
+        why: String,
+    },
+    /// The certificate differs from the one trusted here before.
+    Changed {
+        /// The one remembered.
+        known: String,
+        /// The one presented now.
+        now: String,
+        /// Where it is remembered.
+        file: String,
+    },
+    /// The certificate is not the one `--tls-fingerprint` pins.
+    NotPinned {
+        /// The one presented.
+        now: String,
+    },
+    /// The person said no.
+    Declined,
+    /// Anything else during the handshake, in words.
+    Handshake(String),
+}
+
+impl fmt::Display for TlsProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Setup(why) => f.write_str(why),
+            Self::Untrusted { fingerprint, why } => write!(
+                f,
+                "its certificate is not trusted ({why}); its SHA-256 fingerprint is {fingerprint}: if your server's operator confirms it, connect with --tls-fingerprint {fingerprint}, or with --tls-ca and your organisation's CA file"
+            ),
+            Self::Changed { known, now, file } => write!(
+                f,
+                "WARNING: ITS CERTIFICATE CHANGED since you trusted it (was {known}, now {now}); someone may be intercepting the connection. Refusing to connect. If the operator replaced the certificate, remove its line from {file} and connect again"
+            ),
+            Self::NotPinned { now } => write!(
+                f,
+                "its certificate is not the one --tls-fingerprint names (it is {now}); refusing to connect"
+            ),
+            Self::Declined => f.write_str("its certificate was not trusted; nothing was sent"),
+            Self::Handshake(why) => write!(f, "{why} (is it the server's TLS port? check --port)"),
+        }
+    }
 }
 
 /// How a connection was lost.
@@ -130,6 +205,7 @@ impl fmt::Display for ClientError {
             Self::Input(source) => write!(f, "cannot read standard input: {}", plain(source)),
             Self::Terminal(source) => write!(f, "cannot use the terminal: {source}"),
             Self::Screen(source) => write!(f, "cannot use the terminal: {}", plain(source)),
+            Self::Tls { address, problem } => write!(f, "TLS with {address} failed: {problem}"),
             Self::GaveUp {
                 address,
                 attempts,
@@ -165,7 +241,7 @@ impl std::error::Error for ClientError {
                 LostReason::Read(source) | LostReason::Send(source) => Some(source),
             },
             Self::Terminal(source) => Some(source),
-            Self::GaveUp { .. } => None,
+            Self::GaveUp { .. } | Self::Tls { .. } => None,
         }
     }
 }
@@ -240,8 +316,8 @@ pub(crate) fn trim_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Opens the connection, trying each address the host resolves to.
-pub(crate) fn connect(options: &Options) -> Result<TcpStream, ClientError> {
+/// Opens a TCP connection, trying each address the host resolves to.
+fn connect_tcp(options: &Options) -> Result<TcpStream, ClientError> {
     let address = address(&options.host, options.port);
     let candidates: Vec<SocketAddr> = (bare_host(&options.host), options.port)
         .to_socket_addrs()
@@ -270,6 +346,339 @@ pub(crate) fn connect(options: &Options) -> Result<TcpStream, ClientError> {
         address,
         source: last,
     })
+}
+
+/// Opens the connection: TCP, then the TLS handshake if asked for. With
+/// `ask` (a person at a terminal, before the screen is taken), a
+/// certificate nobody vouches for is shown and trusted only if the person
+/// says so; otherwise it is an error that says what to do.
+pub fn connect(options: &Options, ask: bool) -> Result<Stream, ClientError> {
+    let Some(trust) = &options.tls else {
+        return Ok(Stream::plain(connect_tcp(options)?));
+    };
+    let address = address(&options.host, options.port);
+    let fail = |problem| ClientError::Tls {
+        address: address.clone(),
+        problem,
+    };
+    let ask = ask && io::stdin().is_terminal() && io::stderr().is_terminal();
+    let name = ServerName::try_from(bare_host(&options.host).to_owned()).map_err(|e| {
+        fail(TlsProblem::Setup(format!(
+            "--host {} cannot be checked against a certificate: {e}",
+            options.host
+        )))
+    })?;
+    let mut asked = false;
+    loop {
+        let verifier = Arc::new(
+            Verifier::new(trust.clone(), &address).map_err(|e| fail(TlsProblem::Setup(e)))?,
+        );
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| fail(TlsProblem::Setup(e.to_string())))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::clone(&verifier) as _)
+            .with_no_client_auth();
+        let tcp = connect_tcp(options)?;
+        let handshake = handshake(tcp, Arc::new(config), name.clone());
+        let error = match handshake {
+            Ok(stream) => return Ok(stream),
+            Err(e) => e,
+        };
+        match verifier.take_refusal() {
+            Some(Refusal::Unknown { fingerprint, why }) if ask && !asked => {
+                asked = true;
+                if !ask_to_trust(&address, &fingerprint, &why, verifier.known_hosts())? {
+                    return Err(fail(TlsProblem::Declined));
+                }
+                // Connect again; the certificate is trusted now.
+                if verifier.known_hosts().is_none() {
+                    let pin = crate::tls::parse_fingerprint(&fingerprint)
+                        .map_err(|e| fail(TlsProblem::Setup(e)))?;
+                    let mut pinned = options.clone();
+                    pinned.tls = Some(Trust::Pin(pin));
+                    return connect(&pinned, false);
+                }
+            }
+            Some(Refusal::Unknown { fingerprint, why }) => {
+                return Err(fail(TlsProblem::Untrusted { fingerprint, why }));
+            }
+            Some(Refusal::Changed { known, now }) => {
+                let file = verifier
+                    .known_hosts()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                return Err(fail(TlsProblem::Changed { known, now, file }));
+            }
+            Some(Refusal::NotPinned { now }) => return Err(fail(TlsProblem::NotPinned { now })),
+            None => {
+                let why = match error
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                {
+                    Some(tls) => match tls {
+                        rustls::Error::InvalidCertificate(_) => {
+                            format!("the server's certificate: {}", trust::describe(tls))
+                        }
+                        rustls::Error::InvalidMessage(_) => {
+                            "the server did not answer in TLS".to_string()
+                        }
+                        other => other.to_string(),
+                    },
+                    None => plain(&error),
+                };
+                return Err(fail(TlsProblem::Handshake(why)));
+            }
+        }
+    }
+}
+
+/// Shows an untrusted certificate to the person and asks; a yes is
+/// remembered in `known_hosts` (when there is one).
+fn ask_to_trust(
+    address: &str,
+    fingerprint: &str,
+    why: &str,
+    known_hosts: Option<&std::path::Path>,
+) -> Result<bool, ClientError> {
+    let mut err = io::stderr();
+    let _ = writeln!(
+        err,
+        "The certificate of {address} is not trusted: {why}.\nIts SHA-256 fingerprint is\n  {fingerprint}\nCompare it with the one the server's operator gave you (`server tls-init` prints it)."
+    );
+    let _ = write!(err, "Trust this certificate for {address}? [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(ClientError::Input)?;
+    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        return Ok(false);
+    }
+    if let Some(file) = known_hosts {
+        match trust::remember(file, address, fingerprint) {
+            Ok(()) => {
+                let _ = writeln!(err, "Remembered in {}.", file.display());
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    err,
+                    "Cannot remember it in {} ({}); trusting it this time only.",
+                    file.display(),
+                    plain(&e)
+                );
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Runs the TLS handshake on `tcp`, within [`CONNECT_TIMEOUT`].
+fn handshake(
+    mut tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+) -> io::Result<Stream> {
+    let mut tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    tcp.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    tcp.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp)?;
+    }
+    tcp.set_read_timeout(None)?;
+    tcp.set_write_timeout(None)?;
+    Ok(Stream {
+        socket: Arc::new(tcp),
+        tls: Some(Arc::new(TlsState {
+            connection: Mutex::new(tls),
+            sending: Mutex::new(()),
+        })),
+    })
+}
+
+/// The connection to the server as one byte stream, plain TCP or TLS: what
+/// both front ends read lines from and write lines to. Cheap to clone: a
+/// reading thread and a writing thread each hold one.
+///
+/// Promises:
+/// 1. Reading never holds a lock while it waits for the network: a writer
+///    blocked on a slow server never stops the reader, nor the other way.
+/// 2. Bytes written leave in the order written, and TLS records leave in
+///    the order rustls made them (a key update reply never overtakes).
+/// 3. `shutdown(Write)` over TLS says `close_notify` first, if it can
+///    without waiting.
+#[derive(Clone)]
+pub struct Stream {
+    socket: Arc<TcpStream>,
+    tls: Option<Arc<TlsState>>,
+}
+
+/// The rustls state both halves share.
+struct TlsState {
+    connection: Mutex<ClientConnection>,
+    /// Held while records go to the socket, so they leave in order.
+    sending: Mutex<()>,
+}
+
+impl TlsState {
+    fn lock(&self) -> MutexGuard<'_, ClientConnection> {
+        self.connection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("socket", &self.socket)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Stream {
+    /// A plain TCP stream.
+    pub fn plain(socket: TcpStream) -> Stream {
+        Stream {
+            socket: Arc::new(socket),
+            tls: None,
+        }
+    }
+
+    /// Another handle on the same connection.
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(self.clone())
+    }
+
+    /// The TCP socket under the stream (for timeouts and shutdown; never
+    /// read or write it directly over TLS).
+    pub fn tcp(&self) -> io::Result<TcpStream> {
+        self.socket.try_clone()
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// See [`TcpStream::set_nodelay`].
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.socket.set_nodelay(nodelay)
+    }
+
+    /// See [`TcpStream::set_write_timeout`].
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket.set_write_timeout(timeout)
+    }
+
+    /// See [`TcpStream::set_read_timeout`].
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket.set_read_timeout(timeout)
+    }
+
+    /// Ends reading, writing or both, on every handle.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if how != Shutdown::Read
+            && let Some(tls) = &self.tls
+        {
+            tls.lock().send_close_notify();
+            let _ = self.send_records(tls, false);
+        }
+        self.socket.shutdown(how)
+    }
+
+    /// Writes the records rustls holds. With `wait`, waits its turn; without,
+    /// leaves them to whoever is sending now (who looks again when done).
+    fn send_records(&self, tls: &TlsState, wait: bool) -> io::Result<()> {
+        loop {
+            let turn = if wait {
+                tls.sending.lock().unwrap_or_else(|p| p.into_inner())
+            } else {
+                match tls.sending.try_lock() {
+                    Ok(turn) => turn,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+                }
+            };
+            loop {
+                let mut records = Vec::new();
+                {
+                    let mut connection = tls.lock();
+                    while connection.wants_write() {
+                        connection.write_tls(&mut records)?;
+                    }
+                }
+                if records.is_empty() {
+                    break;
+                }
+                (&*self.socket).write_all(&records)?;
+            }
+            drop(turn);
+            // Records queued while the turn was being given up are sent by
+            // the next round, not left behind.
+            if !tls.lock().wants_write() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.clone() else {
+            return (&*self.socket).read(buf);
+        };
+        let mut raw = [0u8; 8 * 1024];
+        loop {
+            {
+                let mut connection = tls.lock();
+                match connection.reader().read(&mut *buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Closed without close_notify (a killed server): the end.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+            }
+            // Wait for the network without any lock.
+            let n = loop {
+                match (&*self.socket).read(&mut raw) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
+            {
+                let mut connection = tls.lock();
+                let mut fresh = &raw[..n];
+                loop {
+                    connection.read_tls(&mut fresh)?;
+                    connection
+                        .process_new_packets()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    if fresh.is_empty() {
+                        break;
+                    }
+                }
+            }
+            // A key update or an alert to answer.
+            self.send_records(&tls, false)?;
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.clone() else {
+            return (&*self.socket).write(buf);
+        };
+        let taken = tls.lock().writer().write(buf)?;
+        self.send_records(&tls, true)?;
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

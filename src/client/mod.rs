@@ -7,6 +7,9 @@
 //!   terminal).
 //! - [`tui`]: the full-screen client over the server's JSON mode, chosen
 //!   when stdin and stdout are terminals.
+//! - [`trust`]: whom the client trusts over TLS (system roots, a CA file, a
+//!   pinned fingerprint, and certificates a person trusted, remembered like
+//!   ssh's known_hosts).
 //!
 //! The two front ends build on [`link`] and never on each other; [`run`]
 //! picks one.
@@ -15,9 +18,10 @@ use std::io::{self, IsTerminal};
 
 pub mod link;
 pub mod plain;
+pub mod trust;
 pub mod tui;
 
-pub use link::{ClientError, LostReason, Options};
+pub use link::{ClientError, LostReason, Options, Stream, TlsProblem};
 
 /// Runs the client until the session ends: `Ok` when the user left (or the
 /// input ended and the server closed), an error when the server could not be

@@ -36,7 +36,7 @@
 //! connection: one line on stderr, exit 1.
 
 use std::io::{self, BufReader, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::link::{
-    ClientError, LEAVE_GRACE, LostReason, Options, address, connect, read_piece, sanitise,
+    ClientError, LEAVE_GRACE, LostReason, Options, Stream, address, connect, read_piece, sanitise,
     trim_line_end,
 };
 use rustyline::error::ReadlineError;
@@ -284,13 +284,13 @@ impl Session {
 /// 4. Never panics; a poisoned lock is recovered.
 #[derive(Debug)]
 struct Uplink {
-    stream: Mutex<TcpStream>,
+    stream: Mutex<Stream>,
     shut: AtomicBool,
     named: AtomicBool,
 }
 
 impl Uplink {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: Stream) -> Self {
         Self {
             stream: Mutex::new(stream),
             shut: AtomicBool::new(false),
@@ -386,7 +386,7 @@ fn write_line(out: &mut impl Write, line: &str) -> io::Result<()> {
 
 /// The reader thread: shows every line the server sends, then reports how
 /// the connection ended.
-fn read_server(stream: TcpStream, mut screen: Screen, uplink: &Uplink, events: &Sender<Event>) {
+fn read_server(stream: Stream, mut screen: Screen, uplink: &Uplink, events: &Sender<Event>) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     let mut names = NameWatch::default();
@@ -649,7 +649,7 @@ fn supervise(
 /// input ended and the server closed), an error when the server could not be
 /// reached or the connection was lost.
 pub fn run(options: &Options, terminal: bool) -> Result<(), ClientError> {
-    let stream = connect(options)?;
+    let stream = connect(options, terminal)?;
     let address = address(&options.host, options.port);
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("TCP_NODELAY: {e}");
@@ -693,7 +693,7 @@ struct Link {
 
 impl Link {
     /// Starts the reader thread on the read half of the connection.
-    fn start_reader(&self, read_half: TcpStream, screen: Screen) {
+    fn start_reader(&self, read_half: Stream, screen: Screen) {
         let uplink = Arc::clone(&self.uplink);
         let events = self.events_tx.clone();
         thread::spawn(move || read_server(read_half, screen, &uplink, &events));
@@ -715,7 +715,7 @@ impl Link {
     }
 }
 
-fn run_pipe(mut link: Link, read_half: TcpStream, options: &Options) -> Result<(), ClientError> {
+fn run_pipe(mut link: Link, read_half: Stream, options: &Options) -> Result<(), ClientError> {
     link.start_reader(read_half, Screen::Plain(io::stdout()));
     link.send_name(options);
     let uplink = Arc::clone(&link.uplink);
@@ -755,7 +755,7 @@ impl LineEditor {
 
 fn run_terminal(
     mut link: Link,
-    read_half: TcpStream,
+    read_half: Stream,
     options: &Options,
     line_editor: LineEditor,
 ) -> Result<(), ClientError> {

@@ -11,6 +11,8 @@ pub use crate::names::{MAX_NAME_CHARS, MAX_ROOM_CHARS};
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Default port of the server and the client.
 pub const DEFAULT_PORT: u16 = 6622;
+/// Default TLS port of the server and of `client --tls`: the IRC custom.
+pub const DEFAULT_TLS_PORT: u16 = 6697;
 /// Longest line a client may send, in bytes without its `\n`: long enough for a
 /// paragraph, short enough that a thousand readers cost little memory.
 pub const DEFAULT_MAX_LINE: usize = 4096;

@@ -18,6 +18,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The TLS listener's address, when started with `--tls-cert`.
+    pub tls_addr: Option<SocketAddr>,
     pub dir: PathBuf,
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
@@ -75,11 +77,23 @@ impl TestServer {
             );
         };
         let addr: SocketAddr = addr.parse().expect("a socket address");
+        let tls_addr = args.contains(&"--tls-cert").then(|| {
+            let mut second = String::new();
+            out.read_line(&mut second).expect("server stdout");
+            second
+                .trim()
+                .strip_prefix("listening on ")
+                .and_then(|rest| rest.strip_suffix(" (tls)"))
+                .unwrap_or_else(|| panic!("no TLS ready line: {second:?}"))
+                .parse::<SocketAddr>()
+                .expect("a socket address")
+        });
         let stdout = Arc::new(Mutex::new(Vec::new()));
         drain(out, Arc::clone(&stdout));
         TestServer {
             child,
             addr,
+            tls_addr,
             dir: dir.to_path_buf(),
             stdout,
             stderr,
@@ -208,10 +222,11 @@ pub fn read_rows(path: &Path) -> Vec<csv::StringRecord> {
         .collect()
 }
 
-/// A line client over TCP.
+/// A line client over TCP, or over TLS through the client library's stream.
 pub struct Client {
     pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Read + Send>>,
+    writer: Box<dyn Write + Send>,
     /// Every line received so far.
     pub seen: Vec<String>,
     /// Lines received but not yet consumed by an expectation.
@@ -224,8 +239,9 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
+        let reader = BufReader::new(Box::new(stream.try_clone().unwrap()) as Box<dyn Read + Send>);
         Client {
+            writer: Box::new(stream.try_clone().unwrap()),
             stream,
             reader,
             seen: Vec::new(),
@@ -233,12 +249,43 @@ impl Client {
         }
     }
 
+    /// A TLS connection to `addr`, trusting `trust`; panics if the
+    /// handshake fails (see [`Client::try_tls`]).
+    pub fn tls(addr: SocketAddr, trust: chatroom::client::trust::Trust) -> Client {
+        Self::try_tls(addr, trust).unwrap_or_else(|e| panic!("TLS connection failed: {e}"))
+    }
+
+    /// A TLS connection to `addr`, trusting `trust`, or why not.
+    pub fn try_tls(
+        addr: SocketAddr,
+        trust: chatroom::client::trust::Trust,
+    ) -> Result<Client, chatroom::client::ClientError> {
+        let options = chatroom::client::Options {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            tls: Some(trust),
+            ..Default::default()
+        };
+        let secure = chatroom::client::link::connect(&options, false)?;
+        let stream = secure.tcp().expect("the socket under TLS");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Ok(Client {
+            reader: BufReader::new(Box::new(secure.clone()) as Box<dyn Read + Send>),
+            writer: Box::new(secure),
+            stream,
+            seen: Vec::new(),
+            cursor: 0,
+        })
+    }
+
     pub fn send(&mut self, line: &str) {
         self.send_bytes(format!("{line}\n").as_bytes());
     }
 
     pub fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send to the server");
+        self.writer.write_all(bytes).expect("send to the server");
     }
 
     /// Reads one more line; `None` on timeout; panics at end of stream.

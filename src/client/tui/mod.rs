@@ -35,7 +35,7 @@ pub mod protocol;
 pub mod view;
 
 use std::io::{self, BufReader, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +54,7 @@ use ratatui::crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 
-use crate::client::link::{self as client, ClientError, LostReason, Options};
+use crate::client::link::{self as client, ClientError, LostReason, Options, Stream};
 use app::{Action, App, Ending, Input};
 
 /// How often the clock ticks: often enough for the reconnect countdown and
@@ -80,8 +80,8 @@ enum News {
     Opened {
         /// Its number.
         conn: u64,
-        /// The socket to send on.
-        stream: TcpStream,
+        /// The connection to send on.
+        stream: Stream,
     },
     /// The terminal cannot be read.
     TerminalFailed(io::Error),
@@ -172,7 +172,7 @@ struct Uplink {
 
 impl Uplink {
     /// Starts the writer thread of connection `conn`.
-    fn new(conn: u64, stream: TcpStream) -> Uplink {
+    fn new(conn: u64, stream: Stream) -> Uplink {
         let (lines, queued) = crossbeam_channel::unbounded::<Vec<u8>>();
         thread::spawn(move || {
             let mut stream = stream;
@@ -210,7 +210,7 @@ fn short_reason(error: &ClientError) -> String {
 }
 
 /// Reads the server's lines and passes them on, then says how it ended.
-fn read_lines(conn: u64, stream: TcpStream, news: &Sender<News>) {
+fn read_lines(conn: u64, stream: Stream, news: &Sender<News>) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     let reason = loop {
@@ -228,14 +228,14 @@ fn read_lines(conn: u64, stream: TcpStream, news: &Sender<News>) {
     let _ = news.send(News::Input(Input::Closed { conn, reason }));
 }
 
-fn prepare(stream: &TcpStream) {
+fn prepare(stream: &Stream) {
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("TCP_NODELAY: {e}");
     }
 }
 
 /// Starts the reader of an open connection; returns its sending half.
-fn adopt(conn: u64, stream: TcpStream, news: &Sender<News>) -> io::Result<Uplink> {
+fn adopt(conn: u64, stream: Stream, news: &Sender<News>) -> io::Result<Uplink> {
     prepare(&stream);
     let read_half = stream.try_clone()?;
     let news = news.clone();
@@ -247,7 +247,7 @@ fn adopt(conn: u64, stream: TcpStream, news: &Sender<News>) -> io::Result<Uplink
 fn reconnect(conn: u64, options: &Options, news: &Sender<News>) {
     let options = options.clone();
     let news = news.clone();
-    thread::spawn(move || match client::connect(&options) {
+    thread::spawn(move || match client::connect(&options, false) {
         Ok(stream) => {
             prepare(&stream);
             match stream.try_clone() {
@@ -311,7 +311,7 @@ pub fn run(options: &Options) -> Result<(), ClientError> {
     let address = client::address(&options.host, options.port);
     // Connect before taking the screen: an unreachable server is one line
     // in the normal terminal, like the plain client.
-    let first = client::connect(options)?;
+    let first = client::connect(options, true)?;
     let (news_tx, news) = crossbeam_channel::unbounded::<News>();
     let mut uplink = Some(adopt(1, first, &news_tx).map_err(|e| ClientError::Lost {
         address: address.clone(),
