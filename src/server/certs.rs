@@ -226,7 +226,7 @@ impl Certificates {
         let mut served = stamps(self);
         thread::Builder::new()
             .name("tls-watch".into())
-            .stack_size(64 * 1024)
+            .stack_size(128 * 1024)
             .spawn(move || {
                 let mut seen = served.clone();
                 loop {
