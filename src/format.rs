@@ -334,16 +334,68 @@ pub fn moved(kind: &str, name: &str, room: &str) -> Line {
     )
 }
 
-/// The answer to `/list`.
-pub fn rooms(rooms: &[RoomInfo]) -> Line {
+/// Which part of a long list a reply holds: lists are sent a page at a
+/// time, so that a reply fits in a client's queue however big the server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// This page, from 1.
+    pub number: usize,
+    /// How many pages there are (at least 1).
+    pub pages: usize,
+    /// How many items in all.
+    pub total: usize,
+}
+
+impl Page {
+    /// Page `number` of `total` items, `size` a page.
+    pub fn of(number: usize, total: usize, size: usize) -> Page {
+        Page {
+            number,
+            pages: total.div_ceil(size.max(1)).max(1),
+            total,
+        }
+    }
+
+    /// The first item of this page, counted from 0.
+    pub fn start(&self, size: usize) -> usize {
+        (self.number - 1).saturating_mul(size)
+    }
+
+    /// The heading's page part (empty when everything fits on one page) and
+    /// the last line saying how to get the next page.
+    fn text(&self, command: &str) -> (String, String) {
+        if self.pages <= 1 {
+            return (String::new(), String::new());
+        }
+        let more = if self.number < self.pages {
+            format!(
+                "* page {} of {}: {command} {} shows the next\n",
+                self.number,
+                self.pages,
+                self.number + 1
+            )
+        } else {
+            format!(
+                "* page {} of {}, the last: {command} 1 shows the first\n",
+                self.number, self.pages
+            )
+        };
+        (format!(", page {} of {}", self.number, self.pages), more)
+    }
+}
+
+/// The answer to `/list`: one page of the rooms.
+pub fn rooms(rooms: &[RoomInfo], page: Page) -> Line {
     let mut text = String::new();
-    if rooms.is_empty() {
+    if page.total == 0 {
         text.push_str("* there are no rooms yet; /create ROOM makes one\n");
     } else {
-        text.push_str(&format!("* rooms ({}):\n", rooms.len()));
+        let (heading, more) = page.text("/list");
+        text.push_str(&format!("* rooms ({}){heading}:\n", page.total));
         for room in rooms {
             text.push_str(&format!("*   #{} ({} online)\n", room.name, room.members));
         }
+        text.push_str(&more);
     }
     let list: Vec<_> = rooms
         .iter()
@@ -351,26 +403,46 @@ pub fn rooms(rooms: &[RoomInfo]) -> Line {
         .collect();
     Line::new(
         text,
-        format!("{}\n", json!({"type": "rooms", "rooms": list})),
+        format!(
+            "{}\n",
+            json!({"type": "rooms", "rooms": list, "total": page.total, "page": page.number, "pages": page.pages})
+        ),
     )
 }
 
-/// The answer to `/who`.
-pub fn users(users: &[UserInfo]) -> Line {
-    let mut text = format!("* online ({}):\n", users.len());
+/// The answer to `/who`: one page of the people online.
+pub fn users(users: &[UserInfo], page: Page) -> Line {
+    let (heading, more) = page.text("/who");
+    let mut text = format!("* online ({}){heading}:\n", page.total);
     for user in users {
         match &user.room {
             Some(room) => text.push_str(&format!("*   {} in #{room}\n", user.name)),
             None => text.push_str(&format!("*   {} in the lobby\n", user.name)),
         }
     }
+    text.push_str(&more);
     let list: Vec<_> = users
         .iter()
         .map(|u| json!({"name": &*u.name, "room": u.room.as_deref()}))
         .collect();
     Line::new(
         text,
-        format!("{}\n", json!({"type": "users", "users": list})),
+        format!(
+            "{}\n",
+            json!({"type": "users", "users": list, "total": page.total, "page": page.number, "pages": page.pages})
+        ),
+    )
+}
+
+/// A room was made, for clients in JSON mode (kept current without asking
+/// `/list` again); people reading text are not told.
+pub fn room_created(room: &str, by: &str) -> Line {
+    Line::new(
+        "",
+        format!(
+            "{}\n",
+            json!({"type": "room_created", "room": room, "by": by})
+        ),
     )
 }
 
@@ -486,22 +558,28 @@ mod tests {
 
     #[test]
     fn lists_are_one_json_event_and_several_text_lines() {
-        let rooms_line = rooms(&[
-            RoomInfo {
-                name: "dev".into(),
-                members: 2,
-            },
-            RoomInfo {
-                name: "general".into(),
-                members: 0,
-            },
-        ]);
+        let rooms_line = rooms(
+            &[
+                RoomInfo {
+                    name: "dev".into(),
+                    members: 2,
+                },
+                RoomInfo {
+                    name: "general".into(),
+                    members: 0,
+                },
+            ],
+            Page::of(1, 2, 100),
+        );
         assert_eq!(rooms_line.text().lines().count(), 3);
         assert_eq!(parse(rooms_line.json())["rooms"][0]["members"], 2);
-        let users_line = users(&[UserInfo {
-            name: "bob".into(),
-            room: None,
-        }]);
+        let users_line = users(
+            &[UserInfo {
+                name: "bob".into(),
+                room: None,
+            }],
+            Page::of(1, 1, 100),
+        );
         assert!(users_line.text().contains("bob in the lobby"));
         assert_eq!(
             parse(users_line.json())["users"][0]["room"],
@@ -516,5 +594,29 @@ mod tests {
         let back = DateTime::parse_from_rfc3339(&s).unwrap();
         assert_eq!(back.timestamp_millis(), t.timestamp_millis());
         assert_eq!(s.len(), "2026-11-21T18:05:09.123+00:00".len());
+    }
+
+    #[test]
+    fn a_long_list_says_its_page_and_how_to_get_the_next() {
+        let room = |name: &str| RoomInfo {
+            name: name.into(),
+            members: 1,
+        };
+        let first = rooms(&[room("a"), room("b")], Page::of(1, 5, 2));
+        assert!(first.text().starts_with("* rooms (5), page 1 of 3:\n"));
+        assert!(
+            first
+                .text()
+                .ends_with("* page 1 of 3: /list 2 shows the next\n")
+        );
+        let value = parse(first.json());
+        assert_eq!(
+            (value["total"].as_u64(), value["pages"].as_u64()),
+            (Some(5), Some(3))
+        );
+        let last = rooms(&[room("e")], Page::of(3, 5, 2));
+        assert!(last.text().contains("the last"));
+        assert_eq!(Page::of(3, 5, 2).start(2), 4);
+        assert_eq!(Page::of(1, 0, 100).pages, 1);
     }
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chatroom::client::tui::app::{
-    Action, App, Ending, Entry, Input, Link, RECONNECT_ATTEMPTS, REFRESH_EVERY, backoff,
+    Action, App, Ending, Entry, Input, Link, RECONNECT_ATTEMPTS, backoff,
 };
 use chatroom::client::tui::chat::Kind;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -113,7 +113,10 @@ fn the_client_asks_for_json_first_and_sends_its_name_once() {
     assert_eq!(app.name.as_deref(), Some("alice"));
     assert!(sent(&after).contains(&"/help".to_owned()));
     assert!(sent(&after).contains(&"/list".to_owned()));
-    assert!(sent(&after).contains(&"/who".to_owned()));
+    assert!(
+        !sent(&after).contains(&"/who".to_owned()),
+        "the people come from events, not from /who"
+    );
 }
 
 #[test]
@@ -239,11 +242,15 @@ fn the_side_pane_follows_arrivals_and_departures_without_the_user_asking() {
         r#"{"type":"join","room":"general","name":"carol"}"#,
     );
     assert_eq!(app.members, vec!["alice", "bob", "carol"]);
-    assert_eq!(sent(&asked), vec!["/list"], "the counts are refreshed");
+    assert!(
+        sent(&asked).is_empty(),
+        "nothing is asked: the event says it all"
+    );
+    assert_eq!(app.rooms, vec![("general".into(), 3)]);
     line(
         &mut app,
         later,
-        r#"{"type":"rooms","rooms":[{"name":"dev","members":0},{"name":"general","members":3}]}"#,
+        r#"{"type":"room_created","room":"dev","by":"zed"}"#,
     );
     assert_eq!(app.rooms, vec![("dev".into(), 0), ("general".into(), 3)]);
     line(
@@ -256,6 +263,7 @@ fn the_side_pane_follows_arrivals_and_departures_without_the_user_asking() {
         later,
         r#"{"type":"quit","room":"general","name":"carol"}"#,
     );
+    assert_eq!(app.rooms, vec![("dev".into(), 0), ("general".into(), 1)]);
     assert_eq!(app.members, vec!["alice"]);
     let told = &shown(&app)[before..];
     assert!(told.iter().any(|l| l.ends_with("* carol joined #general")));
@@ -264,29 +272,28 @@ fn the_side_pane_follows_arrivals_and_departures_without_the_user_asking() {
 }
 
 #[test]
-fn the_lists_are_refreshed_every_few_seconds_and_a_busy_room_is_read_from_who() {
+fn the_side_pane_is_never_polled_and_a_busy_room_is_read_from_who() {
     let (mut app, now) = online();
-    // Entering the room made the counts stale: one more /list, at most one
-    // a second.
-    assert!(sent(&app.handle(Input::Tick, now + Duration::from_millis(500))).is_empty());
-    let stale = app.handle(Input::Tick, now + Duration::from_secs(1));
-    assert_eq!(sent(&stale), vec!["/list"]);
-    line(
-        &mut app,
-        now + Duration::from_secs(1),
-        r#"{"type":"rooms","rooms":[{"name":"general","members":2}]}"#,
-    );
-    assert!(sent(&app.handle(Input::Tick, now + Duration::from_secs(5))).is_empty());
-    let due = app.handle(Input::Tick, now + Duration::from_secs(1) + REFRESH_EVERY);
-    assert_eq!(sent(&due), vec!["/list", "/who"]);
+    // An hour of ticks asks the server nothing: no reply can grow with the
+    // server's size, and nothing eats into the user's flood allowance.
+    for second in 1..3600 {
+        let asked = app.handle(Input::Tick, now + Duration::from_secs(second));
+        assert!(sent(&asked).is_empty(), "{asked:?} at {second} s");
+    }
+    // Moving to another room counts the user out of one and into the other.
+    line(&mut app, now, r#"{"type":"room","room":"dev"}"#);
+    assert_eq!(app.rooms, vec![("dev".into(), 1), ("general".into(), 1)]);
     // A room over the announce limit says nothing; /who tells who is there.
+    type_text(&mut app, now, "/who");
+    let typed = key(&mut app, now, KeyCode::Enter);
+    assert_eq!(sent(&typed), vec!["/who"]);
     line(
         &mut app,
-        now + REFRESH_EVERY,
-        r#"{"type":"users","users":[{"name":"alice","room":"general"},{"name":"zed","room":"general"},{"name":"yan","room":null}]}"#,
+        now,
+        r#"{"type":"users","users":[{"name":"alice","room":"dev"},{"name":"zed","room":"dev"},{"name":"yan","room":null}],"total":3,"page":1,"pages":1}"#,
     );
     assert_eq!(app.members, vec!["alice", "zed"]);
-    assert_eq!(app.online, vec!["alice", "zed", "yan"]);
+    assert!(app.online.iter().any(|n| n == "yan"));
 }
 
 #[test]

@@ -91,6 +91,12 @@ struct Args {
     /// Milliseconds before a failed login is answered.
     #[arg(long, default_value_t = limits::DEFAULT_LOGIN_DELAY.as_millis() as u64)]
     login_delay_ms: u64,
+    /// Rooms there may be in all; past it /create is refused.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS)]
+    max_rooms: usize,
+    /// Rooms one name may make with /create (admins are not limited).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS_PER_USER)]
+    max_rooms_per_user: usize,
 }
 
 /// Managing accounts and bans.
@@ -190,6 +196,8 @@ fn main() -> ExitCode {
         burst: args.burst,
         max_per_ip: args.max_per_ip,
         login_delay: Duration::from_millis(args.login_delay_ms),
+        max_rooms: args.max_rooms,
+        max_rooms_per_user: args.max_rooms_per_user,
     };
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),

@@ -14,7 +14,10 @@ use crate::format;
 use crate::server::Listener;
 use crate::server::Shutdown;
 use crate::server::context::{Context, Slot};
-use crate::server::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_POLL, READER_STACK};
+use crate::server::limits::{
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_POLL, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL,
+    KEEPALIVE_PROBES, READER_STACK,
+};
 use crate::server::session;
 use crate::server::transport::Accept;
 
@@ -86,6 +89,9 @@ fn admit(
         return;
     }
     let _ = stream.set_nodelay(true);
+    if let Err(e) = keep_alive(&stream) {
+        log::debug!("{addr}: cannot turn TCP keepalive on: {e}");
+    }
     if let Some(why) = context.refusal(addr.ip()) {
         log::warn!("{addr} turned away: {why}");
         accept.refuse(stream, &why);
@@ -112,6 +118,18 @@ fn admit(
     if let Err(e) = spawned {
         log::warn!("{addr} turned away: cannot start a thread: {e}");
     }
+}
+
+/// Turns TCP keepalive on, so that a peer that vanished (a laptop asleep, a
+/// lost Wi-Fi) is noticed within [`KEEPALIVE_IDLE`] + [`KEEPALIVE_PROBES`] ×
+/// [`KEEPALIVE_INTERVAL`] of silence, and its session ends and frees its name.
+fn keep_alive(stream: &TcpStream) -> io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(stream, true)?;
+    sockopt::set_tcp_keepidle(stream, KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(stream, KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(stream, KEEPALIVE_PROBES)?;
+    Ok(())
 }
 
 /// Says why a connection is refused, in a plain text line, without waiting

@@ -12,16 +12,16 @@ pub enum Command<'a> {
     Say(&'a str),
     /// `/help`, `/commands`.
     Help,
-    /// `/list`: the rooms.
-    List,
+    /// `/list [PAGE]`: the rooms, a page at a time (the first by default).
+    List(usize),
     /// `/create ROOM`.
     Create(&'a str),
     /// `/join ROOM`.
     Join(&'a str),
     /// `/leave`: back to the lobby.
     Leave,
-    /// `/who`, `/clients`.
-    Who,
+    /// `/who [PAGE]`, `/clients [PAGE]`: who is online, a page at a time.
+    Who(usize),
     /// `/msg NAME TEXT`, `/w NAME TEXT`.
     Whisper {
         /// The receiver's name.
@@ -83,11 +83,17 @@ impl fmt::Display for CommandError {
 /// The commands and what they do, as `/help` shows them.
 pub const HELP: &[(&str, &str)] = &[
     ("/help", "this list (also /commands)"),
-    ("/list", "the rooms and how many are in each"),
+    (
+        "/list",
+        "the rooms and how many are in each (/list 2: the next page)",
+    ),
     ("/create ROOM", "make a room and go into it"),
     ("/join ROOM", "go into a room"),
     ("/leave", "leave your room for the lobby"),
-    ("/who", "who is online and where (also /clients)"),
+    (
+        "/who",
+        "who is online and where (also /clients; /who 2: the next page)",
+    ),
     ("/msg NAME TEXT", "whisper to one person (also /w)"),
     ("/quit", "leave the chat"),
     (
@@ -128,13 +134,23 @@ pub fn parse(line: &str) -> Result<Command<'_>, CommandError> {
             _ => Err(CommandError::Usage(usage)),
         }
     };
+    let page = |usage: &'static str| -> Result<usize, CommandError> {
+        match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [] => Ok(1),
+            [page] => match page.parse::<usize>() {
+                Ok(page) if page > 0 => Ok(page),
+                _ => Err(CommandError::Usage(usage)),
+            },
+            _ => Err(CommandError::Usage(usage)),
+        }
+    };
     match word_lower.as_str() {
         "help" | "commands" => Ok(Command::Help),
-        "list" => Ok(Command::List),
+        "list" => page("/list [PAGE, a number from 1]").map(Command::List),
         "create" => one_arg("/create ROOM").map(Command::Create),
         "join" => one_arg("/join ROOM").map(Command::Join),
         "leave" => Ok(Command::Leave),
-        "who" | "clients" => Ok(Command::Who),
+        "who" | "clients" => page("/who [PAGE, a number from 1]").map(Command::Who),
         "msg" | "w" => match args.split_once(char::is_whitespace) {
             Some((to, text)) if !text.trim().is_empty() => Ok(Command::Whisper {
                 to,
@@ -209,11 +225,20 @@ mod tests {
     fn commands_are_case_insensitive_and_have_aliases() {
         assert_eq!(parse("/HELP"), Ok(Command::Help));
         assert_eq!(parse("/commands"), Ok(Command::Help));
-        assert_eq!(parse("/List"), Ok(Command::List));
-        assert_eq!(parse("/who"), Ok(Command::Who));
-        assert_eq!(parse("/clients"), Ok(Command::Who));
+        assert_eq!(parse("/List"), Ok(Command::List(1)));
+        assert_eq!(parse("/who"), Ok(Command::Who(1)));
+        assert_eq!(parse("/clients"), Ok(Command::Who(1)));
         assert_eq!(parse("/leave"), Ok(Command::Leave));
         assert_eq!(parse("/Quit"), Ok(Command::Quit));
+    }
+
+    #[test]
+    fn lists_take_an_optional_page_from_one() {
+        assert_eq!(parse("/list 3"), Ok(Command::List(3)));
+        assert_eq!(parse("/who  2 "), Ok(Command::Who(2)));
+        assert!(parse("/list 0").is_err());
+        assert!(parse("/who two").is_err());
+        assert!(parse("/list 1 2").is_err());
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct Config {
     pub max_per_ip: usize,
     /// Pause before a failed login is answered.
     pub login_delay: Duration,
+    /// Rooms there may be in all.
+    pub max_rooms: usize,
+    /// Rooms one name may make (admins are not limited).
+    pub max_rooms_per_user: usize,
 }
 
 impl Default for Config {
@@ -47,6 +51,8 @@ impl Default for Config {
             burst: limits::DEFAULT_BURST,
             max_per_ip: limits::DEFAULT_MAX_PER_IP,
             login_delay: limits::DEFAULT_LOGIN_DELAY,
+            max_rooms: limits::DEFAULT_MAX_ROOMS,
+            max_rooms_per_user: limits::DEFAULT_MAX_ROOMS_PER_USER,
         }
     }
 }

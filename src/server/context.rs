@@ -96,10 +96,17 @@ impl Context {
             ));
         }
         // In an open server anyone can pick a new name, so a ban holds the address.
-        if !self.accounts.is_private().unwrap_or(true)
-            && let Ok(Some(ban)) = self.bans.of_ip(ip)
-        {
-            return Some(format!("you are banned from this server ({})", ban.name));
+        if !self.accounts.is_private().unwrap_or(true) {
+            match self.bans.of_ip(ip) {
+                Ok(Some(ban)) => {
+                    return Some(format!("you are banned from this server ({})", ban.name));
+                }
+                Ok(None) => {}
+                // Fail closed: a ban list that cannot be read lets nobody in.
+                Err(_) => {
+                    return Some("the server cannot check bans right now; try again later".into());
+                }
+            }
         }
         None
     }

@@ -43,14 +43,37 @@ pub const LOGIN_ATTEMPTS: usize = 3;
 pub const LOGIN_FAILURES_PER_IP: usize = 10;
 /// See [`LOGIN_FAILURES_PER_IP`].
 pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// Extra bytes a chat line carries besides its text (timestamp, name, markers).
-pub const LINE_OVERHEAD: usize = 64 + MAX_NAME_CHARS * 4;
+/// Bytes a chat line carries besides its text, in its heavier rendering
+/// (JSON): the object's field names, id, timestamp, room, and the sender's
+/// name, whose quotes and backslashes JSON escapes to two bytes each.
+pub const LINE_OVERHEAD: usize = 512;
+/// How much heavier a text can become in JSON: a quote or a backslash is
+/// escaped to two bytes (control characters never reach a line).
+pub const JSON_GROWTH: usize = 2;
 /// Slack in every outbox beyond one full history replay: room for live traffic
 /// while a client catches up.
 pub const OUTBOX_SLACK: usize = 256 * 1024;
 /// After `/quit`, how long the server keeps reading (and discarding) what the
 /// client still sends, so that closing does not reset the goodbye away.
 pub const LINGER: Duration = Duration::from_secs(2);
+/// Time a closing connection (after `/quit`, a kick, shutdown) has to take
+/// what was still queued for it, its goodbye last; past it, it is cut off.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// Items in one page of `/list` or `/who`: a reply stays a few kilobytes
+/// however many rooms or people there are, so it always fits in a queue.
+pub const LIST_PAGE: usize = 100;
+/// Rooms there may be in all, by default (`--max-rooms`).
+pub const DEFAULT_MAX_ROOMS: usize = 1000;
+/// Rooms one name may create, by default (`--max-rooms-per-user`); admins
+/// are not limited.
+pub const DEFAULT_MAX_ROOMS_PER_USER: usize = 10;
+/// Silence on a connection after which TCP keepalive starts probing the peer.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between two keepalive probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the peer counts as gone: with the two above,
+/// a vanished client is noticed within two minutes.
+pub const KEEPALIVE_PROBES: u32 = 6;
 /// Stack of a client's reader thread: parsing and formatting need little.
 pub const READER_STACK: usize = 128 * 1024;
 /// Stack of a flusher thread: it only moves bytes.
@@ -77,11 +100,16 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for clients to be told and files to be flushed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Bytes an outbox may hold: a full history replay of maximum-length lines plus
-/// slack for live traffic.
+/// Bytes an outbox may hold: a full history replay of maximum-length lines in
+/// the heavier of the two renderings (JSON, where every character of the text
+/// may be escaped), plus slack for live traffic.
 pub fn outbox_bytes(history: usize, max_line: usize) -> usize {
     history
-        .saturating_mul(max_line.saturating_add(LINE_OVERHEAD))
+        .saturating_mul(
+            max_line
+                .saturating_mul(JSON_GROWTH)
+                .saturating_add(LINE_OVERHEAD),
+        )
         .saturating_add(OUTBOX_SLACK)
 }
 

@@ -48,7 +48,7 @@ use crate::server::limits::{
 };
 use crate::server::moderation::{Bans, LoginFailures, Mutes};
 use crate::server::outbox::Flushers;
-use crate::server::registry::Registry;
+use crate::server::registry::{Registry, RoomLimits};
 use crate::server::store::{Recovered, Store, StoreError};
 use crate::server::transport::Accept;
 
@@ -155,11 +155,15 @@ impl Server {
             store,
             recovered,
         } = self;
-        let registry = Arc::new(Registry::new(
-            recovered.rooms,
-            config.history,
-            config.announce_limit,
-        ));
+        let registry = Arc::new(
+            Registry::new(recovered.rooms, config.history, config.announce_limit).with_room_limits(
+                RoomLimits {
+                    rooms: config.max_rooms,
+                    per_user: config.max_rooms_per_user,
+                },
+                recovered.creators,
+            ),
+        );
         if let Some(room) = &config.default_room {
             registry.ensure_room(room);
         }

@@ -25,7 +25,7 @@ use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::event::{EventfdFlags, Timespec, eventfd};
 
 use crate::format::{self, Line};
-use crate::server::limits::{FLUSHER_STACK, WRITE_BATCH};
+use crate::server::limits::{CLOSE_LINGER, FLUSHER_STACK, WRITE_BATCH};
 use crate::server::transport::Output;
 
 /// The epoll token of a flusher's own wake-up eventfd.
@@ -37,6 +37,8 @@ const IDLE_WAIT: Timespec = Timespec {
     tv_sec: 0,
     tv_nsec: 200_000_000,
 };
+/// How often a flusher looks for closing clients past their linger time.
+const LINGER_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// No wait: a flusher with work to do only collects what is ready.
 const NO_WAIT: Timespec = Timespec {
     tv_sec: 0,
@@ -69,6 +71,11 @@ struct Queue {
     end: End,
     /// Nothing more will be written.
     finished: bool,
+    /// The rendering in force (JSON or text). It changes only between lines,
+    /// so a line begun in one rendering is ended in it.
+    json: bool,
+    /// The rendering asked for last (`/mode`), taken up at the next line.
+    wanted_json: bool,
 }
 
 /// One client's outgoing state, shared by its [`Outbox`] handles and its
@@ -79,8 +86,6 @@ struct Shared {
     flusher: Arc<Flusher>,
     queue: Mutex<Queue>,
     limit: usize,
-    /// The client asked for JSON lines (`/mode json`).
-    json: AtomicBool,
     live: Arc<Live>,
 }
 
@@ -94,7 +99,11 @@ struct Shared {
 ///    and its connection is closed. Nobody else waits for it.
 /// 4. One writer per socket: only its flusher writes to it, one write at a time.
 /// 5. After [`close`](Outbox::close), what was queued is written, then the
-///    sending side of the connection is shut.
+///    sending side of the connection is shut; a client that does not take it
+///    within [`CLOSE_LINGER`] is cut off. Closing never throws queued lines
+///    away before that, whoever still holds a handle.
+/// 6. A switch of rendering (`/mode`) takes effect between two lines, never
+///    inside one.
 #[derive(Clone)]
 pub struct Outbox {
     shared: Arc<Shared>,
@@ -143,6 +152,13 @@ impl Outbox {
         let mut queue = lock(&self.shared.queue);
         if queue.end == End::Open {
             queue.end = End::Close;
+            // The flusher keeps the outbox alive until it is written out (or
+            // the linger time is up), even once every handle is dropped.
+            let flusher = &self.shared.flusher;
+            lock(&flusher.closing).insert(
+                self.shared.token,
+                (Arc::clone(&self.shared), Instant::now() + CLOSE_LINGER),
+            );
             self.schedule(queue);
         }
     }
@@ -159,9 +175,10 @@ impl Outbox {
         self.shared.output.shutdown(Shutdown::Read);
     }
 
-    /// Chooses the rendering of the lines not yet written: JSON or text.
+    /// Chooses the rendering of the lines not yet written: JSON or text. A
+    /// line already partly written is finished in its rendering first.
     pub fn set_json(&self, json: bool) {
-        self.shared.json.store(json, Ordering::Release);
+        lock(&self.shared.queue).wanted_json = json;
     }
 }
 
@@ -206,6 +223,9 @@ struct Flusher {
     ready: Mutex<Vec<Arc<Shared>>>,
     /// Outboxes by token, to find the one an epoll event is about.
     clients: Mutex<HashMap<u64, Weak<Shared>>>,
+    /// Outboxes being closed, held until written out, with the time by which
+    /// their client must have taken the rest.
+    closing: Mutex<HashMap<u64, (Arc<Shared>, Instant)>>,
     stop: AtomicBool,
 }
 
@@ -218,6 +238,7 @@ impl Flusher {
             wake,
             ready: Mutex::new(Vec::new()),
             clients: Mutex::new(HashMap::new()),
+            closing: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
         };
         epoll::add(
@@ -257,13 +278,53 @@ impl Flusher {
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
 
+    /// Cuts off the closing clients that have not taken what was queued for
+    /// them within [`CLOSE_LINGER`].
+    fn cut_off_lingering(&self) {
+        let now = Instant::now();
+        let expired: Vec<Arc<Shared>> = {
+            let mut closing = lock(&self.closing);
+            let late: Vec<u64> = closing
+                .iter()
+                .filter(|(_, (_, by))| *by <= now)
+                .map(|(token, _)| *token)
+                .collect();
+            late.iter()
+                .filter_map(|token| closing.remove(token))
+                .map(|(shared, _)| shared)
+                .collect()
+        };
+        for shared in expired {
+            let mut queue = lock(&shared.queue);
+            if queue.finished {
+                continue;
+            }
+            log::debug!(
+                "client {}: closing cut short, {} bytes were not taken within {CLOSE_LINGER:?}",
+                shared.token,
+                queue.bytes
+            );
+            queue.lines.clear();
+            queue.bytes = 0;
+            queue.finished = true;
+            drop(queue);
+            shared.output.shutdown(Shutdown::Both);
+            shared.live.done();
+        }
+    }
+
     /// The thread: waits for handed-over outboxes and writable sockets, and
     /// flushes each, round after round, until stopped with nothing left.
     fn run(&self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
         let mut round: VecDeque<Arc<Shared>> = VecDeque::new();
         let mut batch: Vec<Line> = Vec::with_capacity(WRITE_BATCH);
+        let mut next_linger_check = Instant::now();
         loop {
+            if Instant::now() >= next_linger_check {
+                self.cut_off_lingering();
+                next_linger_check = Instant::now() + LINGER_CHECK;
+            }
             let timeout = if round.is_empty() {
                 &IDLE_WAIT
             } else {
@@ -322,14 +383,18 @@ enum Flushed {
 
 /// Writes what one outbox has queued, without blocking.
 fn flush(shared: &Shared, batch: &mut Vec<Line>) -> Flushed {
-    let json = shared.json.load(Ordering::Acquire);
     let output = &*shared.output;
     let offset;
+    let json;
     {
         let mut queue = lock(&shared.queue);
         if queue.finished {
             return Flushed::Idle;
         }
+        if queue.offset == 0 {
+            queue.json = queue.wanted_json;
+        }
+        json = queue.json;
         if queue.end == End::Overflow {
             // A line cut halfway is ended, so the last words stand on their own.
             let cut = queue.offset > 0;
@@ -413,6 +478,10 @@ fn last_words(output: &dyn Output, json: bool, cut: bool) {
 fn finish(shared: &Shared, how: Shutdown) {
     shared.output.shutdown(how);
     shared.live.done();
+    // Let go of a closing outbox, outside the map's lock: this may be the
+    // last handle, and dropping it takes the clients map's lock.
+    let held = lock(&shared.flusher.closing).remove(&shared.token);
+    drop(held);
 }
 
 /// The flusher threads of one server.
@@ -457,6 +526,9 @@ impl Flushers {
     pub fn outbox(&self, output: Arc<dyn Output>, limit: usize, token: u64) -> io::Result<Outbox> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.flushers.len();
         let flusher = Arc::clone(&self.flushers[index]);
+        // Watched first: if that fails there is nothing to undo, and the
+        // count of live outboxes is not touched.
+        flusher.watch(output.socket(), token)?;
         let shared = Arc::new(Shared {
             token,
             output: Arc::clone(&output),
@@ -468,13 +540,13 @@ impl Flushers {
                 scheduled: false,
                 end: End::Open,
                 finished: false,
+                json: false,
+                wanted_json: false,
             }),
             limit,
-            json: AtomicBool::new(false),
             live: Arc::clone(&self.live),
         });
         lock(&flusher.clients).insert(token, Arc::downgrade(&shared));
-        flusher.watch(output.socket(), token)?;
         self.live.add();
         Ok(Outbox { shared })
     }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::format::{self, Line, RoomInfo, UserInfo};
+use crate::format::{self, Line, Page, RoomInfo, UserInfo};
 use crate::names::{self, NameError};
 use crate::server::outbox::Outbox;
 
@@ -53,6 +53,8 @@ struct Client {
     room: Option<String>,
     outbox: Outbox,
     ip: IpAddr,
+    /// Not held to the limit on rooms per user (admins).
+    unlimited: bool,
 }
 
 #[derive(Default)]
@@ -62,6 +64,17 @@ struct Inner {
     names: HashMap<String, ClientId>,
     /// Folded room name to room.
     rooms: BTreeMap<String, Room>,
+    /// Rooms made with `/create`, by folded creator name.
+    created: HashMap<String, usize>,
+}
+
+/// How many rooms may be made: in all, and by one name (admins excepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Rooms there may be in all; past it `/create` is refused.
+    pub rooms: usize,
+    /// Rooms one name may make.
+    pub per_user: usize,
 }
 
 /// How [`Registry::enter`] treats the room.
@@ -84,6 +97,10 @@ pub enum RoomError {
     AlreadyIn(String),
     /// `/leave` from the lobby.
     InLobby,
+    /// `/create` with as many rooms as the server allows.
+    TooMany(usize),
+    /// `/create` by someone who made as many rooms as one may.
+    TooManyOfYours(usize),
 }
 
 impl fmt::Display for RoomError {
@@ -102,6 +119,14 @@ impl fmt::Display for RoomError {
             RoomError::InLobby => {
                 write!(f, "you are in the lobby already; /join ROOM to go in one")
             }
+            RoomError::TooMany(limit) => write!(
+                f,
+                "this server has as many rooms as it allows ({limit}); /join one of them (/list shows them)"
+            ),
+            RoomError::TooManyOfYours(limit) => write!(
+                f,
+                "you have made as many rooms as one may ({limit}); /join an existing one (/list shows them)"
+            ),
         }
     }
 }
@@ -121,6 +146,16 @@ impl Announcement {
     pub fn deliver(&self) {
         tell(&self.members, self.except, &self.line);
     }
+}
+
+/// A connection whose name another login took over.
+pub struct Taken {
+    /// The connection.
+    pub id: ClientId,
+    /// Its outbox, to tell it why and close it.
+    pub outbox: Outbox,
+    /// The announcement to its room that it left the chat.
+    pub told: Option<Announcement>,
 }
 
 /// An online user, as moderation finds them.
@@ -149,6 +184,7 @@ pub struct Registry {
     inner: Mutex<Inner>,
     history: usize,
     announce_limit: usize,
+    limits: RoomLimits,
 }
 
 impl Registry {
@@ -175,6 +211,32 @@ impl Registry {
             inner: Mutex::new(inner),
             history,
             announce_limit,
+            limits: RoomLimits {
+                rooms: usize::MAX,
+                per_user: usize::MAX,
+            },
+        }
+    }
+
+    /// The same registry with limits on `/create`; `creators` names who made
+    /// each room made so far (from `rooms.csv`).
+    pub fn with_room_limits(
+        mut self,
+        limits: RoomLimits,
+        creators: impl IntoIterator<Item = String>,
+    ) -> Registry {
+        self.limits = limits;
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        for creator in creators {
+            *inner.created.entry(names::fold(&creator)).or_insert(0) += 1;
+        }
+        self
+    }
+
+    /// Frees a client from the limit on rooms per user (an admin).
+    pub fn set_unlimited(&self, id: ClientId) {
+        if let Some(client) = self.lock().clients.get_mut(&id) {
+            client.unlimited = true;
         }
     }
 
@@ -201,6 +263,7 @@ impl Registry {
                 room: None,
                 outbox,
                 ip,
+                unlimited: false,
             },
         );
     }
@@ -226,6 +289,61 @@ impl Registry {
         Ok(name)
     }
 
+    /// Gives the client `name` even if another connection holds it: a login
+    /// with the right password on a private server wins over a connection
+    /// that may be a vanished laptop. The other connection leaves the chat
+    /// (its room is told, in the returned announcement) and is named no more;
+    /// its outbox is returned for the caller to tell it why and close it.
+    pub fn take_name(
+        &self,
+        id: ClientId,
+        name: &str,
+    ) -> Result<(Arc<str>, Option<Taken>), NameError> {
+        let mut inner = self.lock();
+        let key = names::fold(name);
+        let mut taken = None;
+        if let Some(&old) = inner.names.get(&key)
+            && old != id
+        {
+            let mut told = None;
+            if let Some(client) = inner.clients.get(&old) {
+                let old_name = client.name.clone().unwrap_or_else(|| name.into());
+                let outbox = client.outbox.clone();
+                if let Some(room) = client
+                    .room
+                    .clone()
+                    .and_then(|room| inner.rooms.get_mut(&room))
+                {
+                    Arc::make_mut(&mut room.members).retain(|m| m.id != old);
+                    if room.members.len() < self.announce_limit {
+                        told = Some(Announcement {
+                            members: Arc::clone(&room.members),
+                            except: old,
+                            line: format::moved("quit", &old_name, &room.name),
+                        });
+                    }
+                }
+                if let Some(client) = inner.clients.get_mut(&old) {
+                    client.name = None;
+                    client.room = None;
+                }
+                taken = Some(Taken {
+                    id: old,
+                    outbox,
+                    told,
+                });
+            }
+            inner.names.remove(&key);
+        }
+        let Some(client) = inner.clients.get_mut(&id) else {
+            return Err(NameError::Taken(name.to_string()));
+        };
+        let name: Arc<str> = name.into();
+        client.name = Some(Arc::clone(&name));
+        inner.names.insert(key, id);
+        Ok((name, taken))
+    }
+
     /// Moves a named client into a room (creating it for [`Enter::Create`]),
     /// out of the room it was in. The client receives a line saying where it is
     /// and the room's history; the rooms it left and entered are told.
@@ -249,6 +367,20 @@ impl Registry {
         let Some(client) = inner.clients.get(&id) else {
             return Err(RoomError::NoSuchRoom(room.to_string()));
         };
+        if how == Enter::Create {
+            if inner.rooms.len() >= self.limits.rooms {
+                return Err(RoomError::TooMany(self.limits.rooms));
+            }
+            let made = client
+                .name
+                .as_deref()
+                .and_then(|name| inner.created.get(&names::fold(name)))
+                .copied()
+                .unwrap_or(0);
+            if !client.unlimited && made >= self.limits.per_user {
+                return Err(RoomError::TooManyOfYours(self.limits.per_user));
+            }
+        }
         if client.room.as_deref() == Some(key.as_str()) {
             let name = inner
                 .rooms
@@ -259,6 +391,9 @@ impl Registry {
         let name = client.name.clone().unwrap_or_else(|| "?".into());
         let outbox = client.outbox.clone();
         let left = self.leave_locked(&mut inner, id, &name);
+        if how == Enter::Create {
+            *inner.created.entry(names::fold(&name)).or_insert(0) += 1;
+        }
 
         let room = inner
             .rooms
@@ -453,25 +588,38 @@ impl Registry {
         inner.rooms.get(key).map(|r| Arc::clone(&r.name))
     }
 
-    /// Every room, in name order, with how many are in it.
-    pub fn rooms(&self) -> Vec<RoomInfo> {
-        self.lock()
+    /// One page of the rooms, in name order, with how many are in each.
+    pub fn rooms(&self, page: usize, size: usize) -> (Vec<RoomInfo>, Page) {
+        let inner = self.lock();
+        let page = Page::of(page, inner.rooms.len(), size);
+        let rooms = inner
             .rooms
             .values()
+            .skip(page.start(size))
+            .take(size)
             .map(|r| RoomInfo {
                 name: Arc::clone(&r.name),
                 members: r.members.len(),
             })
-            .collect()
+            .collect();
+        (rooms, page)
     }
 
-    /// Every named user, in name order, with the room each is in.
-    pub fn users(&self) -> Vec<UserInfo> {
+    /// One page of the named users, in name order, with the room each is in.
+    pub fn users(&self, page: usize, size: usize) -> (Vec<UserInfo>, Page) {
         let inner = self.lock();
-        let mut users: Vec<UserInfo> = inner
+        let mut named: Vec<(String, &Client)> = inner
             .clients
             .values()
-            .filter_map(|c| {
+            .filter_map(|c| Some((names::fold(c.name.as_deref()?), c)))
+            .collect();
+        let page = Page::of(page, named.len(), size);
+        named.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let users = named
+            .iter()
+            .skip(page.start(size))
+            .take(size)
+            .filter_map(|(_, c)| {
                 Some(UserInfo {
                     name: c.name.clone()?,
                     room: c
@@ -482,8 +630,28 @@ impl Registry {
                 })
             })
             .collect();
-        users.sort_by_key(|u| names::fold(&u.name));
-        users
+        (users, page)
+    }
+
+    /// An announcement to every connection: a room was made (JSON clients
+    /// keep their room list current with it).
+    pub fn to_everyone(&self, line: Line) -> Announcement {
+        let members: Vec<Member> = self
+            .lock()
+            .clients
+            .iter()
+            .filter(|(_, c)| c.name.is_some())
+            .map(|(id, c)| Member {
+                id: *id,
+                name: Arc::from(""),
+                outbox: c.outbox.clone(),
+            })
+            .collect();
+        Announcement {
+            members: Arc::new(members),
+            except: ClientId::MAX,
+            line,
+        }
     }
 
     /// Tells every connection `line`, closes its outbox after it, and wakes its

@@ -19,10 +19,10 @@ use crate::server::accounts::Role;
 use crate::server::command::{self, ADMIN_HELP, Command, HELP};
 use crate::server::context::{Context, Slot};
 use crate::server::limits::LINGER;
-use crate::server::limits::LOGIN_ATTEMPTS;
+use crate::server::limits::{LIST_PAGE, LOGIN_ATTEMPTS};
 use crate::server::moderation::{Ban, RateLimit};
 use crate::server::outbox::Outbox;
-use crate::server::registry::{Announcement, ClientId, Enter};
+use crate::server::registry::{Announcement, ClientId, Enter, Taken};
 use crate::server::stack;
 use crate::server::store::Request;
 use crate::server::transport::{Accept, Input};
@@ -48,6 +48,8 @@ pub(crate) fn serve(
                 "{addr} dropped: its {} connection did not open: {e}",
                 accept.kind()
             );
+            record(&context, addr, id, "connect");
+            record(&context, addr, id, "disconnect");
             return;
         }
     };
@@ -58,6 +60,8 @@ pub(crate) fn serve(
         Ok(outbox) => outbox,
         Err(e) => {
             log::warn!("{addr} dropped: cannot watch its socket: {e}");
+            record(&context, addr, id, "connect");
+            record(&context, addr, id, "disconnect");
             return;
         }
     };
@@ -83,6 +87,18 @@ pub(crate) fn serve(
     };
     session.event("connect");
     session.run(connection.input);
+}
+
+/// Records an event of a connection that never became a session.
+fn record(context: &Context, addr: SocketAddr, id: ClientId, event: &str) {
+    let _ = context.store.send(Request::Event(EventRow {
+        timestamp: String::new(),
+        ip: addr.ip().to_string(),
+        port: addr.port(),
+        thread: id,
+        name: String::new(),
+        event: event.to_string(),
+    }));
 }
 
 /// One connection and what the server knows of it.
@@ -306,7 +322,11 @@ impl Session {
                 self.login_failed(wanted);
                 return Err(Refusal::WrongPassword);
             };
-            if let Ok(Some(ban)) = context.bans.of_name(&account.name) {
+            let ban = context.bans.of_name(&account.name).map_err(|e| {
+                log::error!("cannot read the bans: {e}");
+                Refusal::Say("the server cannot check bans right now; try again later".into())
+            })?;
+            if let Some(ban) = ban {
                 self.event_named("login-refused", &account.name);
                 self.error(format_args!(
                     "you are banned from this server{}",
@@ -315,9 +335,30 @@ impl Session {
                 return Err(Refusal::End(LoginEnd::Left));
             }
             self.role = account.role;
-            registry
-                .claim_name(self.id, &account.name)
-                .map_err(|_| Refusal::Say(format!("{} is online already", account.name)))?
+            let (name, taken) = registry
+                .take_name(self.id, &account.name)
+                .map_err(|_| Refusal::Say(format!("{} is online already", account.name)))?;
+            if let Some(Taken {
+                id: old,
+                outbox,
+                told,
+            }) = taken
+            {
+                // The right password wins: the older connection may be a
+                // laptop that went to sleep and holds the name for nothing.
+                log::info!(
+                    "{name} logged in again from {} port {}; closing their older connection (thread {old})",
+                    self.addr.ip(),
+                    self.addr.port()
+                );
+                outbox.send(format::error(
+                    "you logged in again from another connection; this one is closed",
+                ));
+                outbox.close();
+                outbox.stop_reading();
+                self.announce(told);
+            }
+            name
         } else if wanted.is_empty() {
             loop {
                 let n = context.guests.fetch_add(1, Ordering::Relaxed);
@@ -327,7 +368,11 @@ impl Session {
             }
         } else {
             names::check_name(wanted).map_err(|e| Refusal::Say(e.to_string()))?;
-            if let Ok(Some(_)) = context.bans.of_name(wanted) {
+            let ban = context.bans.of_name(wanted).map_err(|e| {
+                log::error!("cannot read the bans: {e}");
+                Refusal::Say("the server cannot check bans right now; try again later".into())
+            })?;
+            if ban.is_some() {
                 return Err(Refusal::Say(format!("the name {wanted} is banned here")));
             }
             registry
@@ -347,6 +392,9 @@ impl Session {
         } else {
             "member"
         };
+        if self.role == Role::Admin {
+            registry.set_unlimited(self.id);
+        }
         self.outbox.send(format::welcome(&name, role));
         match &context.config.default_room {
             Some(room) => match registry.enter(self.id, room, Enter::Join) {
@@ -408,8 +456,16 @@ impl Session {
                 }
                 self.outbox.send(format::help(&commands));
             }
-            Command::List => {
-                self.outbox.send(format::rooms(&registry.rooms()));
+            Command::List(page) => {
+                let (rooms, page) = registry.rooms(page, LIST_PAGE);
+                if page.number > page.pages {
+                    self.error(format_args!(
+                        "there are {} pages of rooms; /list {} shows the last",
+                        page.pages, page.pages
+                    ));
+                } else {
+                    self.outbox.send(format::rooms(&rooms, page));
+                }
             }
             Command::Mode(json) => {
                 self.outbox.set_json(json);
@@ -427,12 +483,16 @@ impl Session {
                         Ok((room, told)) => {
                             if how == Enter::Create {
                                 let creator = self.name.clone().unwrap_or_else(|| "?".into());
+                                let everyone =
+                                    registry.to_everyone(format::room_created(&room, &creator));
                                 let _ = self
                                     .context
                                     .store
                                     .send(Request::RoomCreated { room, creator });
+                                self.announce(told.into_iter().chain([everyone]));
+                            } else {
+                                self.announce(told);
                             }
-                            self.announce(told);
                         }
                         Err(e) => self.error(e),
                     },
@@ -445,8 +505,16 @@ impl Session {
                 }
                 Err(e) => self.error(e),
             },
-            Command::Who => {
-                self.outbox.send(format::users(&registry.users()));
+            Command::Who(page) => {
+                let (users, page) = registry.users(page, LIST_PAGE);
+                if page.number > page.pages {
+                    self.error(format_args!(
+                        "there are {} pages of people online; /who {} shows the last",
+                        page.pages, page.pages
+                    ));
+                } else {
+                    self.outbox.send(format::users(&users, page));
+                }
             }
             Command::Whisper { to, text } => self.whisper(to, text),
             Command::Quit => {

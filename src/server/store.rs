@@ -145,6 +145,9 @@ pub struct Recovered {
     pub next_thread: u64,
     /// Every room known, with its last lines (oldest first), ready to send.
     pub rooms: Vec<(String, Vec<Line>)>,
+    /// Who made each room of `rooms.csv` (one entry per room made), for the
+    /// limit on rooms per user.
+    pub creators: Vec<String>,
     /// Rows of `messages.csv` read.
     pub messages: u64,
     /// Rows that could not be read and were skipped.
@@ -181,14 +184,16 @@ impl Store {
 
         let mut recovered = read_messages(&messages_path, history)?;
         recovered.next_thread = read_max_thread(&events_path)? + 1;
-        for room in read_rooms(&rooms_path)? {
-            if !recovered
-                .rooms
-                .iter()
-                .any(|(name, _)| names::fold(name) == names::fold(&room))
-            {
+        let mut known: std::collections::HashSet<String> = recovered
+            .rooms
+            .iter()
+            .map(|(name, _)| names::fold(name))
+            .collect();
+        for (room, creator) in read_rooms(&rooms_path)? {
+            if known.insert(names::fold(&room)) {
                 recovered.rooms.push((room, Vec::new()));
             }
+            recovered.creators.push(creator);
         }
         let writer = |file| {
             csv::WriterBuilder::new()
@@ -589,15 +594,15 @@ fn read_max_thread(path: &Path) -> Result<u64, StoreError> {
     Ok(max)
 }
 
-/// The rooms recorded in `rooms.csv`.
-fn read_rooms(path: &Path) -> Result<Vec<String>, StoreError> {
+/// The rooms recorded in `rooms.csv`, each with who made it.
+fn read_rooms(path: &Path) -> Result<Vec<(String, String)>, StoreError> {
     let file = File::open(path).map_err(io_err(path))?;
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
     Ok(reader
         .records()
         .filter_map(Result::ok)
-        .filter_map(|r| r.get(1).map(str::to_string))
-        .filter(|room| names::room_name(room).is_ok())
+        .filter_map(|r| Some((r.get(1)?.to_string(), r.get(2).unwrap_or("").to_string())))
+        .filter(|(room, _)| names::room_name(room).is_ok())
         .collect())
 }
 

@@ -17,10 +17,13 @@
 //! where it is.
 //!
 //! # The side pane
-//! Kept current without the user typing anything: the client sends `/list`
-//! after each arrival and departure (at most one a [`REFRESH_GAP`]) and
-//! `/list` and `/who` every [`REFRESH_EVERY`], and answers that the user did
-//! not ask for are not shown in the chat pane.
+//! Kept current from the server's events, without polling: the room list
+//! comes once after login (`/list`, not shown in the chat pane) and then
+//! grows with `room_created` events; the people in the room and the room's
+//! count follow `members`, `join`, `leave` and `quit` events. Other rooms'
+//! counts are as of the last `/list` (typing `/list` refreshes them). A
+//! server with thousands of rooms or people thus costs the client nothing
+//! every few seconds, and no reply can grow past what a client may queue.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -48,14 +51,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Attempts to reconnect, one after the other, before the client decides the
 /// server is gone for good: about three minutes with [`backoff`].
 pub const RECONNECT_ATTEMPTS: u32 = 10;
-
-/// How often the side pane is refreshed even when nothing was announced
-/// (rooms over the announce limit announce nothing).
-pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
-
-/// The least time between two automatic `/list`s: arrivals in a busy room
-/// must not eat into the user's flood allowance.
-pub const REFRESH_GAP: Duration = Duration::from_secs(1);
 
 /// Rows the mouse wheel scrolls at a time.
 const WHEEL_ROWS: usize = 3;
@@ -243,9 +238,6 @@ struct Asked {
     rooms: VecDeque<bool>,
     users: VecDeque<bool>,
     help: VecDeque<bool>,
-    rooms_due: bool,
-    last_rooms: Option<Instant>,
-    last_users: Option<Instant>,
 }
 
 /// The whole state of the full-screen client.
@@ -438,7 +430,6 @@ impl App {
             | Input::Line { .. }
             | Input::Closed { .. } => {}
         }
-        self.refresh(&mut actions);
         actions
     }
 
@@ -655,33 +646,6 @@ impl App {
         }
     }
 
-    /// Asks for the side pane's lists when they are due.
-    fn refresh(&mut self, actions: &mut Vec<Action>) {
-        if self.link != Link::Online || !self.json() {
-            return;
-        }
-        let now = self.now;
-        let older = |last: Option<Instant>, age: Duration| {
-            last.is_none_or(|last| now.saturating_duration_since(last) >= age)
-        };
-        let asking_rooms = self.asked.rooms.iter().any(|shown| !shown);
-        if !asking_rooms
-            && ((self.asked.rooms_due && older(self.asked.last_rooms, REFRESH_GAP))
-                || older(self.asked.last_rooms, REFRESH_EVERY))
-        {
-            self.asked.rooms.push_back(false);
-            self.asked.rooms_due = false;
-            self.asked.last_rooms = Some(now);
-            self.send("/list", actions);
-        }
-        let asking_users = self.asked.users.iter().any(|shown| !shown);
-        if !asking_users && older(self.asked.last_users, REFRESH_EVERY) {
-            self.asked.users.push_back(false);
-            self.asked.last_users = Some(now);
-            self.send("/who", actions);
-        }
-    }
-
     /// The connection ended.
     fn closed(&mut self, reason: String, actions: &mut Vec<Action>) {
         if matches!(self.link, Link::Leaving { .. }) {
@@ -809,6 +773,10 @@ impl App {
                 if same_room(room.as_deref(), self.room.as_deref()) {
                     self.members = members.iter().map(|m| clean(m)).collect();
                     self.members.sort_by_key(|m| m.to_lowercase());
+                    for name in self.members.clone() {
+                        self.seen_online(&name);
+                    }
+                    self.count_members();
                 }
             }
             Event::History { room, .. } => self.in_history = Some(room),
@@ -866,40 +834,79 @@ impl App {
                     self.members.push(name.clone());
                     self.members.sort_by_key(|m| m.to_lowercase());
                 }
-                if !self.online.iter().any(|m| same(m, &name)) {
-                    self.online.push(name.clone());
+                self.seen_online(&name);
+                if same_room(room.as_deref(), self.room.as_deref()) {
+                    self.count_members();
                 }
-                self.asked.rooms_due = true;
                 self.notice(format!("{name} joined {}", room_label(room.as_deref())));
             }
             Event::Leave { room, name } => {
                 let name = clean(&name);
                 self.members.retain(|m| !same(m, &name));
-                self.asked.rooms_due = true;
+                if let Some(room) = &room {
+                    self.count_room(room, |count| count.saturating_sub(1));
+                }
                 self.notice(format!("{name} left {}", room_label(room.as_deref())));
             }
-            Event::Quit { name, .. } => {
+            Event::Quit { room, name } => {
                 let name = clean(&name);
                 self.members.retain(|m| !same(m, &name));
                 self.online.retain(|m| !same(m, &name));
-                self.asked.rooms_due = true;
+                if let Some(room) = &room {
+                    self.count_room(room, |count| count.saturating_sub(1));
+                }
                 self.notice(format!("{name} left the chat"));
             }
-            Event::Rooms { rooms } => {
-                self.rooms = rooms.iter().map(|r| (clean(&r.name), r.members)).collect();
+            Event::Rooms {
+                rooms,
+                total,
+                page,
+                pages,
+            } => {
+                let listed: Vec<(String, usize)> =
+                    rooms.iter().map(|r| (clean(&r.name), r.members)).collect();
+                // The pane keeps every room it has heard of; a page updates
+                // the ones on it.
+                for (name, count) in &listed {
+                    match self.rooms.iter_mut().find(|(known, _)| same(known, name)) {
+                        Some(known) => known.1 = *count,
+                        None => self.rooms.push((name.clone(), *count)),
+                    }
+                }
+                self.rooms.sort_by_key(|(name, _)| name.to_lowercase());
                 if self.asked.rooms.pop_front().unwrap_or(true) {
-                    if rooms.is_empty() {
+                    if listed.is_empty() {
                         self.notice("there are no rooms yet; /create ROOM makes one".into());
                     } else {
-                        self.notice(format!("rooms ({}):", rooms.len()));
-                        for (name, count) in self.rooms.clone() {
+                        let total = total.unwrap_or(listed.len());
+                        match (page, pages) {
+                            (Some(page), Some(pages)) if pages > 1 => {
+                                self.notice(format!("rooms ({total}), page {page} of {pages}:"))
+                            }
+                            _ => self.notice(format!("rooms ({total}):")),
+                        }
+                        for (name, count) in listed {
                             self.notice(format!("  #{name} ({count} online)"));
+                        }
+                        if let (Some(page), Some(pages)) = (page, pages)
+                            && page < pages
+                        {
+                            self.notice(format!("/list {} shows the next page", page + 1));
                         }
                     }
                 }
             }
-            Event::Users { users } => {
-                self.online = users.iter().map(|u| clean(&u.name)).collect();
+            Event::RoomCreated { room, .. } => {
+                let room = clean(&room);
+                if !self.rooms.iter().any(|(known, _)| same(known, &room)) {
+                    self.rooms.push((room, 0));
+                    self.rooms.sort_by_key(|(name, _)| name.to_lowercase());
+                }
+            }
+            Event::Users { users, .. } => {
+                for user in &users {
+                    self.seen_online(&clean(&user.name));
+                }
                 let here: Vec<String> = users
                     .iter()
                     .filter(|u| {
@@ -1000,17 +1007,26 @@ impl App {
             } else {
                 format!("hello {name}! type to chat; /help lists the commands, Tab completes")
             });
-            // The server's commands, for Tab (an admin has more).
+            // The server's commands, for Tab (an admin has more), and the
+            // rooms, kept current from events after this.
             self.asked.help.push_back(false);
             self.send("/help", actions);
+            self.asked.rooms.push_back(false);
+            self.send("/list", actions);
         }
         self.ever_online = true;
     }
 
     fn entered(&mut self, room: Option<String>, actions: &mut Vec<Action>) {
+        if let Some(old) = self.room.take() {
+            self.count_room(&old, |count| count.saturating_sub(1));
+        }
+        if let Some(new) = &room {
+            // Counted in; a members event (small rooms) then gives the count.
+            self.count_room(new, |count| count + 1);
+        }
         self.room = room.clone();
         self.members.clear();
-        self.asked.rooms_due = true;
         self.skip_history = None;
         if let Some(target) = self.rejoin.take()
             && !same_room(target.as_deref(), room.as_deref())
@@ -1025,6 +1041,32 @@ impl App {
         }
         if self.json() {
             self.notice(format!("you are in {}", room_label(room.as_deref())));
+        }
+    }
+
+    /// Notes a name as online, for Tab.
+    fn seen_online(&mut self, name: &str) {
+        if !self.online.iter().any(|m| same(m, name)) {
+            self.online.push(name.to_owned());
+        }
+    }
+
+    /// Changes the count of a room in the side pane.
+    fn count_room(&mut self, room: &str, change: impl FnOnce(usize) -> usize) {
+        match self.rooms.iter_mut().find(|(known, _)| same(known, room)) {
+            Some(known) => known.1 = change(known.1),
+            None => {
+                self.rooms.push((room.to_owned(), change(0)));
+                self.rooms.sort_by_key(|(name, _)| name.to_lowercase());
+            }
+        }
+    }
+
+    /// The user's room counts the members the client knows of.
+    fn count_members(&mut self) {
+        if let Some(room) = self.room.clone() {
+            let count = self.members.len();
+            self.count_room(&room, |_| count);
         }
     }
 

@@ -152,15 +152,35 @@ pub enum Event {
         /// Who.
         name: String,
     },
-    /// Reply to `/list`.
+    /// Reply to `/list`: one page of the rooms.
     Rooms {
-        /// Every room with its count.
+        /// The rooms of this page with their counts.
         rooms: Vec<RoomCount>,
+        /// How many rooms there are in all.
+        #[serde(default)]
+        total: Option<usize>,
+        /// This page, from 1.
+        #[serde(default)]
+        page: Option<usize>,
+        /// How many pages there are.
+        #[serde(default)]
+        pages: Option<usize>,
     },
-    /// Reply to `/who`.
+    /// A room was made.
+    RoomCreated {
+        /// Its name.
+        room: String,
+        /// Who made it.
+        #[serde(default)]
+        by: Option<String>,
+    },
+    /// Reply to `/who`: one page of the people online.
     Users {
-        /// Everyone online and where.
+        /// The people of this page and where they are.
         users: Vec<UserPlace>,
+        /// How many are online in all.
+        #[serde(default)]
+        total: Option<usize>,
     },
     /// Reply to `/help`.
     Help {
@@ -315,6 +335,8 @@ mod tests {
             r#"{"type":"leave","room":"dev","name":"bob"}"#,
             r#"{"type":"quit","room":"dev","name":"bob"}"#,
             r#"{"type":"rooms","rooms":[{"name":"dev","members":2}]}"#,
+            r#"{"type":"rooms","rooms":[{"name":"dev","members":2}],"total":301,"page":1,"pages":4}"#,
+            r#"{"type":"room_created","room":"dev","by":"alice"}"#,
             r#"{"type":"users","users":[{"name":"alice","room":"dev"},{"name":"bob","room":null}]}"#,
             r#"{"type":"help","commands":[{"usage":"/list","text":"the rooms"}]}"#,
             r#"{"type":"notice","text":"hi"}"#,
@@ -333,7 +355,8 @@ mod tests {
                 users: vec![UserPlace {
                     name: "bob".into(),
                     room: None
-                }]
+                }],
+                total: None
             }]
         );
     }
