@@ -189,7 +189,7 @@ fn throughput(
         tx.send(request)?;
     }
     drop(tx);
-    handle.join().map_err(|_| "the store thread panicked")?;
+    handle.join().map_err(|_| "the store thread panicked")??;
     let secs = started.elapsed().as_secs_f64();
 
     drop(outbox);

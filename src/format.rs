@@ -320,6 +320,166 @@ pub fn history_end(room: &str) -> Line {
     )
 }
 
+/// Lines joined into one, so that they are queued together and nothing
+/// else comes between them (a `/history` page, `/search` results).
+pub fn joined(lines: &[Line]) -> Line {
+    let mut text = String::new();
+    let mut json = String::new();
+    for line in lines {
+        text.push_str(line.text());
+        json.push_str(line.json());
+    }
+    Line::new(text, json)
+}
+
+/// The date and time of a stored timestamp, in local time, for lines about
+/// older messages: `2026-11-21 09:14:02`.
+fn date_time(stamp: &str) -> String {
+    DateTime::parse_from_rfc3339(stamp).map_or_else(
+        |_| stamp.to_string(),
+        |t| {
+            t.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        },
+    )
+}
+
+/// A stored room message in a `/history` page:
+/// `[2026-11-21 09:14:02, id 17] bob: hi` (JSON: a `message` event).
+pub fn paged(message: &Message<'_>) -> Line {
+    Line::new(
+        format!(
+            "[{}, id {}] {}: {}\n",
+            date_time(message.time),
+            message.id,
+            message.from,
+            message.text
+        ),
+        json_line(&MessageJson {
+            kind: "message",
+            id: message.id,
+            time: message.time,
+            room: message.room,
+            from: message.from,
+            text: message.text,
+        }),
+    )
+}
+
+/// A message found by `/search`:
+/// `[2026-11-21 09:14:02 #general, id 17] bob: lunch?`, or for a whisper
+/// `[2026-11-21 09:15:00 (whisper to bob), id 18] alice: psst` (JSON: a
+/// `message` or `whisper` event as live ones).
+pub fn found(message: &Message<'_>) -> Line {
+    if message.room.is_empty() {
+        Line::new(
+            format!(
+                "[{} (whisper to {}), id {}] {}: {}\n",
+                date_time(message.time),
+                message.to,
+                message.id,
+                message.from,
+                message.text
+            ),
+            whisper_json(message),
+        )
+    } else {
+        Line::new(
+            format!(
+                "[{} #{}, id {}] {}: {}\n",
+                date_time(message.time),
+                message.room,
+                message.id,
+                message.from,
+                message.text
+            ),
+            json_line(&MessageJson {
+                kind: "message",
+                id: message.id,
+                time: message.time,
+                room: message.room,
+                from: message.from,
+                text: message.text,
+            }),
+        )
+    }
+}
+
+/// The start of a `/history` page of `count` messages before id `before`.
+pub fn page_start(room: &str, count: usize, before: u64) -> Line {
+    Line::of(
+        format_args!("* older messages in #{room} ({count}):"),
+        json!({"type": "history", "room": room, "count": count, "before": before}),
+    )
+}
+
+/// The end of a `/history` page; `more` if there are older messages still.
+pub fn page_end(room: &str, more: bool) -> Line {
+    let text = if more {
+        "* end of older messages; /history shows more".to_string()
+    } else {
+        format!("* that is the start of #{room}: there are no older messages")
+    };
+    Line::new(
+        format!("{text}\n"),
+        format!(
+            "{}\n",
+            json!({"type": "history_end", "room": room, "more": more})
+        ),
+    )
+}
+
+/// A `/history` page with nothing in it: the start of the room's history.
+pub fn page_empty(room: &str, before: u64) -> Line {
+    Line::new(
+        format!("* there are no older messages in #{room}: this is the start of its history\n"),
+        format!(
+            "{}\n{}\n",
+            json!({"type": "history", "room": room, "count": 0, "before": before}),
+            json!({"type": "history_end", "room": room, "more": false})
+        ),
+    )
+}
+
+/// The start of `/search` results: `count` found for `query` (in `room`);
+/// `building` while the index is being built, how far it has got.
+pub fn search_start(query: &str, room: Option<&str>, count: usize, building: Option<u8>) -> Line {
+    let place = room.map(|r| format!(" in #{r}")).unwrap_or_default();
+    let mut text = String::new();
+    if let Some(percent) = building {
+        text.push_str(&format!(
+            "* the message index is still being built ({percent}% done): older or newer messages may be missing\n"
+        ));
+    }
+    if count == 0 {
+        text.push_str(&format!("* nothing found for \"{query}\"{place}\n"));
+    } else {
+        text.push_str(&format!(
+            "* found {count} for \"{query}\"{place}, newest first:\n"
+        ));
+    }
+    Line::new(
+        text,
+        format!(
+            "{}\n",
+            json!({"type": "search", "query": query, "room": room, "count": count, "building": building})
+        ),
+    )
+}
+
+/// The end of `/search` results.
+pub fn search_end(count: usize) -> Line {
+    Line::new(
+        if count == 0 {
+            String::new()
+        } else {
+            "* end of search results\n".to_string()
+        },
+        format!("{}\n", json!({"type": "search_end", "count": count})),
+    )
+}
+
 /// Somebody came into, moved out of, or left the chat from a room.
 /// `kind` is `join`, `leave` or `quit`.
 pub fn moved(kind: &str, name: &str, room: &str) -> Line {

@@ -10,7 +10,8 @@
 //!   into an input and an output) → [`server::session`] thread
 //!   reads lines from the input (flood control waits here) → commands ask
 //!   [`server::registry`] (who is where) → messages go to [`server::store`],
-//!   which appends to `messages.csv` and flushes *before* it delivers → one
+//!   which appends to `messages.csv` and syncs it *before* it delivers (and
+//!   then tells [`server::index`], which `/history` and `/search` ask) → one
 //!   shared [`format::Line`] per event goes into each recipient's
 //!   [`server::outbox::Outbox`] → a few flusher threads write the queues
 //!   through each connection's transport output, never blocking. A new kind

@@ -220,9 +220,10 @@ fn passwords_and_hashes_appear_in_no_file_stream_or_log() {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{name} is readable by others");
         } else {
+            // The message index is binary (SQLite): read as bytes.
             places.push((
                 path.display().to_string(),
-                std::fs::read_to_string(&path).unwrap(),
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned(),
             ));
         }
     }

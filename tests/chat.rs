@@ -350,7 +350,7 @@ fn joins_are_not_announced_one_by_one_in_a_room_past_the_announce_limit() {
 #[test]
 fn an_empty_default_room_means_the_lobby() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), &["--default-room", ""]);
+    let mut server = TestServer::start(dir.path(), &["--default-room", ""]);
     let mut alice = server.join("alice");
     assert!(
         alice
@@ -360,6 +360,9 @@ fn an_empty_default_room_means_the_lobby() {
     );
     alice.send("hello?");
     alice.expect(|l| l.starts_with("! ") && l.contains("lobby"));
+    // One server at a time on a data directory.
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success());
     let other = TestServer::start(dir.path(), &["--default-room", "#lounge"]);
     let bob = other.join("bob");
     assert!(

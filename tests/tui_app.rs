@@ -735,3 +735,101 @@ fn a_reconnect_turned_away_at_the_door_tries_again_later() {
     assert!(end.is_empty(), "{end:?}");
     assert!(matches!(app.link, Link::Waiting { attempt: 2, .. }));
 }
+
+fn message_event(id: u64, text: &str) -> String {
+    format!(
+        r#"{{"type":"message","id":{id},"time":"2026-11-21T18:05:09.123+00:00","room":"general","from":"bob","text":"{text}"}}"#
+    )
+}
+
+#[test]
+fn scrolling_past_the_oldest_line_loads_older_messages_above_it() {
+    let (mut app, now) = online();
+    app.size = (100, 30);
+    let mut replay = vec![r#"{"type":"history","room":"general","count":30}"#.to_owned()];
+    replay.extend((71..=100).map(|id| message_event(id, &format!("message {id}"))));
+    replay.push(r#"{"type":"history_end","room":"general"}"#.to_owned());
+    let replay: Vec<&str> = replay.iter().map(String::as_str).collect();
+    lines(&mut app, now, &replay);
+
+    // Not at the top: nothing asked. A PgUp past the oldest line asks.
+    app.chat.scroll_up(1);
+    assert!(sent(&line(&mut app, now, &message_event(101, "live"))).is_empty());
+    let up = key(&mut app, now, KeyCode::PageUp);
+    assert_eq!(sent(&up), vec!["/history before 71 50"]);
+    // Asked once, however often the user scrolls meanwhile.
+    assert!(sent(&key(&mut app, now, KeyCode::PageUp)).is_empty());
+
+    let width = app.chat_width();
+    let before = app.chat.window(width, 27);
+    let mut page = vec![r#"{"type":"history","room":"general","count":50,"before":71}"#.to_owned()];
+    page.extend((21..=70).map(|id| message_event(id, &format!("message {id}"))));
+    page.push(r#"{"type":"history_end","room":"general","more":true}"#.to_owned());
+    let page: Vec<&str> = page.iter().map(String::as_str).collect();
+    lines(&mut app, now, &page);
+    assert_eq!(
+        app.chat.window(width, 27),
+        before,
+        "the reading position is kept"
+    );
+    let texts = shown(&app);
+    let at = |t: &str| texts.iter().position(|l| l.ends_with(t)).unwrap();
+    assert!(at("bob: message 21") < at("bob: message 70"));
+    assert!(at("bob: message 70") < at("bob: message 71"));
+
+    // Up to the start: said once, and nothing more is asked.
+    let asked: Vec<String> = (0..10)
+        .flat_map(|_| sent(&key(&mut app, now, KeyCode::PageUp)))
+        .collect();
+    assert_eq!(asked, vec!["/history before 21 50"]);
+    let mut last = vec![r#"{"type":"history","room":"general","count":20,"before":21}"#.to_owned()];
+    last.extend((1..=20).map(|id| message_event(id, &format!("message {id}"))));
+    last.push(r#"{"type":"history_end","room":"general","more":false}"#.to_owned());
+    let last: Vec<&str> = last.iter().map(String::as_str).collect();
+    lines(&mut app, now, &last);
+    let texts = shown(&app);
+    assert!(texts[0].ends_with("* the start of #general"), "{texts:?}");
+    assert!(texts[1].ends_with("bob: message 1"));
+    for _ in 0..20 {
+        assert!(sent(&key(&mut app, now, KeyCode::PageUp)).is_empty());
+    }
+}
+
+#[test]
+fn search_results_go_to_their_own_pane_and_esc_closes_it() {
+    let (mut app, now) = online();
+    type_text(&mut app, now, "/search lunch");
+    let typed = key(&mut app, now, KeyCode::Enter);
+    assert_eq!(sent(&typed), vec!["/search lunch"]);
+    let before = shown(&app).len();
+    lines(
+        &mut app,
+        now,
+        &[
+            r#"{"type":"search","query":"lunch","room":null,"count":2,"building":null}"#,
+            r#"{"type":"whisper","id":9,"time":"2026-11-21T18:05:09.123+00:00","from":"bob","to":"alice","text":"lunch at 1?"}"#,
+            &message_event(4, "who wants lunch"),
+            r#"{"type":"search_end","count":2}"#,
+        ],
+    );
+    assert_eq!(shown(&app).len(), before, "nothing in the chat pane");
+    let pane = app.search.clone().unwrap();
+    assert_eq!(pane.query, "lunch");
+    let hits: Vec<(&str, &str)> = pane
+        .hits
+        .iter()
+        .map(|h| (h.place.as_str(), h.text.as_str()))
+        .collect();
+    assert_eq!(
+        hits,
+        [
+            ("whisper to alice", "lunch at 1?"),
+            ("#general", "who wants lunch")
+        ]
+    );
+    // Live messages go on to the chat pane.
+    line(&mut app, now, &message_event(10, "back to work"));
+    assert!(shown(&app).last().unwrap().ends_with("bob: back to work"));
+    key(&mut app, now, KeyCode::Esc);
+    assert!(app.search.is_none());
+}

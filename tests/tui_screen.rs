@@ -318,3 +318,34 @@ fn resizing_redraws_to_the_new_size() {
     let again = draw(&mut app, 120, 40);
     assert_eq!(screen(&again), screen(&big));
 }
+
+#[test]
+fn search_results_fill_the_upper_half_and_the_chat_goes_on_below() {
+    let (mut app, now) = online();
+    feed(&mut app, now, &[&message(1, "bob", "hi all")]);
+    feed(
+        &mut app,
+        now,
+        &[
+            r#"{"type":"search","query":"lunch","room":null,"count":2,"building":null}"#,
+            &message(7, "carol", "lunch at one?"),
+            r#"{"type":"whisper","id":9,"time":"2026-11-21T18:05:09.123+00:00","from":"bob","to":"alice","text":"lunch just us"}"#,
+            r#"{"type":"search_end","count":2}"#,
+        ],
+    );
+    let buffer = draw(&mut app, 100, 30);
+    let text = screen(&buffer);
+    let title = find(&buffer, "search \"lunch\": 2 found").expect(&text);
+    assert_eq!(
+        title.1, 13,
+        "the pane takes the upper half of the 28 chat rows:\n{text}"
+    );
+    let first = find(&buffer, "#general carol: lunch at one?").expect(&text);
+    let second = find(&buffer, "whisper to alice bob: lunch just us").expect(&text);
+    assert!(first.1 < second.1 && second.1 < title.1, "{text}");
+    assert!(row(&buffer, 27).contains("bob: hi all"), "{text}");
+    // Esc gives the chat pane its rows back.
+    press(&mut app, now, KeyCode::Esc);
+    let buffer = draw(&mut app, 100, 30);
+    assert!(find(&buffer, "search \"lunch\"").is_none());
+}

@@ -31,8 +31,9 @@ use chatroom::server::{Listener, Server, Shutdown};
 struct Args {
     #[command(subcommand)]
     command: Option<Tool>,
-    /// Directory of messages.csv, data.csv, rooms.csv, accounts.csv and
-    /// bans.csv (created if missing).
+    /// Directory of messages.csv (and its search index, messages.index),
+    /// data.csv, rooms.csv, accounts.csv and bans.csv (created if missing).
+    /// One server at a time.
     #[arg(long, default_value = ".", global = true)]
     data_dir: PathBuf,
     /// Address to listen on. Anything but loopback is reachable from the
@@ -91,6 +92,11 @@ struct Args {
     /// Milliseconds before a failed login is answered.
     #[arg(long, default_value_t = limits::DEFAULT_LOGIN_DELAY.as_millis() as u64)]
     login_delay_ms: u64,
+    /// Do not sync messages.csv and data.csv to the disk after each batch:
+    /// faster, but a power cut (not a crash) may lose the last messages
+    /// people were shown.
+    #[arg(long)]
+    no_fsync: bool,
     /// Rooms there may be in all; past it /create is refused.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS)]
     max_rooms: usize,
@@ -196,6 +202,7 @@ fn main() -> ExitCode {
         burst: args.burst,
         max_per_ip: args.max_per_ip,
         login_delay: Duration::from_millis(args.login_delay_ms),
+        fsync: !args.no_fsync,
         max_rooms: args.max_rooms,
         max_rooms_per_user: args.max_rooms_per_user,
     };

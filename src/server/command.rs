@@ -58,7 +58,23 @@ pub enum Command<'a> {
     Unmute(&'a str),
     /// `/mode json` or `/mode text`: how the server's lines are written.
     Mode(bool),
+    /// `/history [N]`, `/history before ID [N]`: older messages of the room.
+    History {
+        /// Before this id; `None`: before the oldest this connection was shown.
+        before: Option<u64>,
+        /// How many.
+        count: usize,
+    },
+    /// `/search WORDS [in ROOM]`.
+    Search(&'a str),
 }
+
+/// Messages a `/history` page has when no number is given.
+pub const HISTORY_PAGE: usize = 50;
+/// The most messages a `/history` page may have.
+pub const HISTORY_PAGE_MAX: usize = 200;
+const HISTORY_USAGE: &str =
+    "/history [N] or /history before ID [N], N from 1 (at most 200 are shown)";
 
 /// A line that is not a usable command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +111,14 @@ pub const HELP: &[(&str, &str)] = &[
         "who is online and where (also /clients; /who 2: the next page)",
     ),
     ("/msg NAME TEXT", "whisper to one person (also /w)"),
+    (
+        "/history [N]",
+        "N older messages of your room (50); again for more",
+    ),
+    (
+        "/search WORDS",
+        "the newest messages with all the words (add: in ROOM)",
+    ),
     ("/quit", "leave the chat"),
     (
         "/mode json|text",
@@ -185,6 +209,14 @@ pub fn parse(line: &str) -> Result<Command<'_>, CommandError> {
             _ => Err(CommandError::Usage("/mode json|text")),
         },
         "unmute" => one_arg("/unmute NAME").map(Command::Unmute),
+        "history" => parse_history(args),
+        "search" => {
+            if args.is_empty() {
+                Err(CommandError::Usage("/search WORDS [in ROOM]"))
+            } else {
+                Ok(Command::Search(args))
+            }
+        }
         "mute" => match args.split_whitespace().collect::<Vec<_>>()[..] {
             [name] => Ok(Command::Mute {
                 name,
@@ -202,6 +234,44 @@ pub fn parse(line: &str) -> Result<Command<'_>, CommandError> {
             _ => Err(CommandError::Usage("/mute NAME [minutes]")),
         },
         _ => Err(CommandError::Unknown(word.to_string())),
+    }
+}
+
+/// `/history [N]`, `/history before ID [N]`.
+fn parse_history(args: &str) -> Result<Command<'_>, CommandError> {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let number = |word: &str| word.parse::<u64>().ok();
+    let count = |word: Option<&&str>| -> Result<usize, CommandError> {
+        match word {
+            None => Ok(HISTORY_PAGE),
+            // More than the most is the most.
+            Some(word) => match number(word) {
+                Some(n) if n >= 1 => Ok(usize::try_from(n)
+                    .unwrap_or(HISTORY_PAGE_MAX)
+                    .min(HISTORY_PAGE_MAX)),
+                _ => Err(CommandError::Usage(HISTORY_USAGE)),
+            },
+        }
+    };
+    match words.first() {
+        Some(word) if word.eq_ignore_ascii_case("before") => {
+            let before = words
+                .get(1)
+                .and_then(|w| number(w))
+                .ok_or(CommandError::Usage(HISTORY_USAGE))?;
+            if words.len() > 3 {
+                return Err(CommandError::Usage(HISTORY_USAGE));
+            }
+            Ok(Command::History {
+                before: Some(before),
+                count: count(words.get(2))?,
+            })
+        }
+        _ if words.len() > 1 => Err(CommandError::Usage(HISTORY_USAGE)),
+        first => Ok(Command::History {
+            before: None,
+            count: count(first)?,
+        }),
     }
 }
 
@@ -324,6 +394,50 @@ mod tests {
         assert_eq!(parse("/mode json"), Ok(Command::Mode(true)));
         assert_eq!(parse("/MODE Text"), Ok(Command::Mode(false)));
         assert!(parse("/mode xml").is_err());
+    }
+
+    #[test]
+    fn history_takes_a_count_and_maybe_an_id() {
+        assert_eq!(
+            parse("/history"),
+            Ok(Command::History {
+                before: None,
+                count: 50
+            })
+        );
+        assert_eq!(
+            parse("/HISTORY 200"),
+            Ok(Command::History {
+                before: None,
+                count: 200
+            })
+        );
+        assert_eq!(
+            parse("/history before 77 5"),
+            Ok(Command::History {
+                before: Some(77),
+                count: 5
+            })
+        );
+        assert_eq!(
+            parse("/history 5000"),
+            Ok(Command::History {
+                before: None,
+                count: 200
+            })
+        );
+        for bad in [
+            "/history 0",
+            "/history -3",
+            "/history x",
+            "/history before",
+            "/history before x",
+            "/history 5 6",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse("/search  größe  "), Ok(Command::Search("größe")));
+        assert!(parse("/search").is_err());
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Config {
     pub max_per_ip: usize,
     /// Pause before a failed login is answered.
     pub login_delay: Duration,
+    /// Sync each store batch to the disk before anyone is shown it.
+    pub fsync: bool,
     /// Rooms there may be in all.
     pub max_rooms: usize,
     /// Rooms one name may make (admins are not limited).
@@ -51,6 +53,7 @@ impl Default for Config {
             burst: limits::DEFAULT_BURST,
             max_per_ip: limits::DEFAULT_MAX_PER_IP,
             login_delay: limits::DEFAULT_LOGIN_DELAY,
+            fsync: true,
             max_rooms: limits::DEFAULT_MAX_ROOMS,
             max_rooms_per_user: limits::DEFAULT_MAX_ROOMS_PER_USER,
         }

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::server::accounts::Accounts;
 use crate::server::config::Config;
+use crate::server::index::Index;
 use crate::server::moderation::{Bans, LoginFailures, Mutes};
 use crate::server::outbox::Flushers;
 use crate::server::registry::Registry;
@@ -37,6 +38,8 @@ pub struct Context {
     pub(crate) failures: LoginFailures,
     /// The threads that write to the sockets.
     pub(crate) flushers: Flushers,
+    /// What `/history` and `/search` ask.
+    pub(crate) index: Arc<Index>,
     /// Closed when the server stops (nothing is ever sent on it), so that a
     /// client thread waiting out flood control wakes at once.
     pub(crate) stopping: Receiver<()>,

@@ -97,6 +97,13 @@ pub const ACCEPT_POLL: Duration = Duration::from_millis(200);
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause of the accept loop when accepting keeps failing.
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bytes one reply of `/history` or `/search` may queue at most: less than
+/// [`OUTBOX_SLACK`], so that a page of long lines never makes its asker too
+/// slow a reader (the oldest lines of a page give way; `/history` again
+/// brings them).
+pub const REPLY_BYTES: usize = 192 * 1024;
+/// Messages `/search` shows at most: the newest.
+pub const SEARCH_RESULTS: usize = 50;
 /// How long a shutdown waits for clients to be told and files to be flushed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

@@ -24,10 +24,16 @@
 //!    queues through each connection's transport output, without ever
 //!    blocking on a slow client.
 //!
+//! 7. After each batch the store tells the [`index`] how far `messages.csv`
+//!    has got; its own thread reads the new rows into `messages.index`
+//!    (SQLite FTS5), which `/history` and `/search` ask.
+//!
 //! [`context`] is what the client threads share; [`limits`] names every
 //! bound; [`config`] holds what the flags set; [`table`] keeps the small CSV
 //! tables (`accounts.csv`, `bans.csv`) that are rewritten atomically;
 //! [`certs`] reads, reloads and makes (`tls-init`) the TLS certificate;
+//! [`datafile`] writes the store's files a batch at a time and cuts back a
+//! batch that failed; [`lock`] keeps a second server off the data directory;
 //! [`stack`] is the one module with `unsafe` code.
 
 use std::collections::HashMap;
@@ -43,13 +49,14 @@ use crate::format;
 use crate::server::accounts::Accounts;
 use crate::server::config::Config;
 use crate::server::context::Context;
+use crate::server::index::Index;
 use crate::server::limits::{
     FLUSHERS, LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_PER_IP, SHUTDOWN_GRACE,
 };
 use crate::server::moderation::{Bans, LoginFailures, Mutes};
 use crate::server::outbox::Flushers;
 use crate::server::registry::{Registry, RoomLimits};
-use crate::server::store::{Recovered, Store, StoreError};
+use crate::server::store::{Recovered, Request, Store, StoreError, StoreOptions};
 use crate::server::transport::Accept;
 
 pub mod accept;
@@ -58,7 +65,10 @@ pub mod certs;
 pub mod command;
 pub mod config;
 pub mod context;
+pub mod datafile;
+pub mod index;
 pub mod limits;
+pub mod lock;
 pub mod moderation;
 pub mod outbox;
 pub mod registry;
@@ -127,7 +137,10 @@ impl Server {
     /// Opens the data directory: repairs torn rows, rebuilds rooms, history and
     /// the next ids.
     pub fn open(config: Config) -> Result<Server, StoreError> {
-        let (store, recovered) = Store::open(&config.data_dir, config.history)?;
+        let options = StoreOptions {
+            fsync: config.fsync,
+        };
+        let (store, recovered) = Store::open_with(&config.data_dir, config.history, &options)?;
         log::info!(
             "{} messages in {} rooms read back from {}; next message id {}",
             recovered.messages,
@@ -148,13 +161,16 @@ impl Server {
     }
 
     /// Serves `listeners` until `shutdown` is triggered; then tells every
-    /// client, flushes the files and returns.
+    /// client, writes what the store was given, and returns. An error says
+    /// what could not be written.
     pub fn run(self, listeners: Vec<Listener>, shutdown: Shutdown) -> io::Result<()> {
         let Server {
             config,
-            store,
+            mut store,
             recovered,
         } = self;
+        let index = Arc::new(Index::start(&config.data_dir)?);
+        store.set_feed(index.feed());
         let registry = Arc::new(
             Registry::new(recovered.rooms, config.history, config.announce_limit).with_room_limits(
                 RoomLimits {
@@ -182,6 +198,7 @@ impl Server {
             mutes: Mutes::default(),
             failures: LoginFailures::new(LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW),
             flushers: Flushers::start(FLUSHERS)?,
+            index: Arc::clone(&index),
             stopping,
         });
         // Every client thread holds a clone; when all are dropped, all are done.
@@ -205,26 +222,29 @@ impl Server {
         drop(alive_tx);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         if alive_rx.recv_deadline(deadline) == Err(RecvTimeoutError::Timeout) {
-            log::warn!("some clients did not finish within {SHUTDOWN_GRACE:?}");
+            log::warn!(
+                "{} connections did not end within {SHUTDOWN_GRACE:?}; their disconnect rows are not in data.csv",
+                context.live.load(Ordering::Acquire)
+            );
         }
         let flushers_done = context.flushers.wait_idle(Instant::now() + SHUTDOWN_GRACE);
-        let Ok(context) = Arc::try_unwrap(context) else {
-            log::warn!("a client thread is still running at exit");
-            return Ok(());
-        };
-        let Context {
-            store, flushers, ..
-        } = context;
-        drop(store);
-        if store_thread.join().is_err() {
-            log::error!("the store thread panicked");
-        }
+        // Always: the store writes everything it was given before this, then
+        // ends, however many client threads still hold a sender.
+        let _ = context.store.send(Request::Stop);
+        let ended = store_thread.join();
+        index.stop();
         // The store may have delivered the last messages after the goodbyes;
         // the flushers finish what they can, then stop.
         if !flushers_done {
             log::warn!("some clients were not sent everything before exit");
         }
-        flushers.stop();
-        Ok(())
+        context.flushers.stop();
+        match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(what)) => Err(io::Error::other(format!(
+                "not everything could be written at exit: {what}"
+            ))),
+            Err(_) => Err(io::Error::other("the store thread panicked")),
+        }
     }
 }

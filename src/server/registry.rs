@@ -32,8 +32,10 @@ struct Room {
     /// Copy-on-write list of members: fan-out clones the `Arc`, a join or leave
     /// copies the list only while a fan-out still holds the old one.
     members: Arc<Vec<Member>>,
-    /// The last messages, oldest first, as sent to clients.
-    history: VecDeque<Line>,
+    /// The last messages, oldest first, with their ids, as sent to clients.
+    history: VecDeque<(u64, Line)>,
+    /// The id of the room's last message (0: none yet).
+    last_id: u64,
 }
 
 impl Room {
@@ -42,8 +44,28 @@ impl Room {
             name: name.into(),
             members: Arc::new(Vec::new()),
             history: VecDeque::new(),
+            last_id: 0,
         }
     }
+
+    /// The oldest id a newcomer is shown: the first of the replay, or, with
+    /// none, the id after the room's last message.
+    fn floor(&self) -> u64 {
+        self.history
+            .front()
+            .map_or(self.last_id.saturating_add(1), |(id, _)| *id)
+    }
+}
+
+/// A room read back from `messages.csv` at start.
+#[derive(Debug, Clone, Default)]
+pub struct RoomHistory {
+    /// Its name as it was created.
+    pub name: String,
+    /// Its last messages, oldest first, with their ids.
+    pub lines: Vec<(u64, Line)>,
+    /// The id of its last message (0: none).
+    pub last_id: u64,
 }
 
 /// One connection, named or not yet.
@@ -51,6 +73,9 @@ struct Client {
     name: Option<Arc<str>>,
     /// Key of the room the client is in; `None` is the lobby.
     room: Option<String>,
+    /// The oldest message id of its room this connection has been shown
+    /// (where `/history` goes on from).
+    floor: u64,
     outbox: Outbox,
     ip: IpAddr,
     /// Not held to the limit on rooms per user (admins).
@@ -192,16 +217,22 @@ impl Registry {
     /// keeping `history` lines per room and announcing moves in rooms of at most
     /// `announce_limit` members.
     pub fn new(
-        rooms: impl IntoIterator<Item = (String, Vec<Line>)>,
+        rooms: impl IntoIterator<Item = RoomHistory>,
         history: usize,
         announce_limit: usize,
     ) -> Registry {
         let mut inner = Inner::default();
-        for (name, lines) in rooms {
+        for RoomHistory {
+            name,
+            lines,
+            last_id,
+        } in rooms
+        {
             let room = inner
                 .rooms
                 .entry(names::fold(&name))
                 .or_insert_with(|| Room::new(&name));
+            room.last_id = room.last_id.max(last_id);
             room.history.extend(lines);
             while room.history.len() > history {
                 room.history.pop_front();
@@ -261,6 +292,7 @@ impl Registry {
             Client {
                 name: None,
                 room: None,
+                floor: 0,
                 outbox,
                 ip,
                 unlimited: false,
@@ -423,11 +455,12 @@ impl Registry {
         ));
         if !room.history.is_empty() {
             outbox.send(format::history_start(&room.name, room.history.len()));
-            for line in &room.history {
+            for (_, line) in &room.history {
                 outbox.send(line.clone());
             }
             outbox.send(format::history_end(&room.name));
         }
+        let floor = room.floor();
         let arrived = (count <= self.announce_limit).then(|| Announcement {
             members: Arc::clone(&room.members),
             except: id,
@@ -436,6 +469,7 @@ impl Registry {
         let room_name = Arc::clone(&room.name);
         if let Some(client) = inner.clients.get_mut(&id) {
             client.room = Some(key);
+            client.floor = floor;
         }
         drop(inner);
         Ok((room_name, left.into_iter().chain(arrived).collect()))
@@ -504,17 +538,18 @@ impl Registry {
     /// Records a message in its room's history and queues it to every member
     /// but its sender (who is given it by the store wherever they are now).
     /// Returns how many members it was queued to. Creates the room if needed.
-    pub fn deliver_to_room(&self, room: &str, line: Line, sender: ClientId) -> usize {
+    pub fn deliver_to_room(&self, room: &str, id: u64, line: Line, sender: ClientId) -> usize {
         let mut inner = self.lock();
         let room = inner
             .rooms
             .entry(names::fold(room))
             .or_insert_with(|| Room::new(room));
+        room.last_id = room.last_id.max(id);
         if self.history > 0 {
             if room.history.len() == self.history {
                 room.history.pop_front();
             }
-            room.history.push_back(line.clone());
+            room.history.push_back((id, line.clone()));
         }
         let members = Arc::clone(&room.members);
         drop(inner);
@@ -579,6 +614,35 @@ impl Registry {
             except: ClientId::MAX,
             line,
         })
+    }
+
+    /// The room the client is in and the oldest message id of it this
+    /// connection has been shown; `None` in the lobby.
+    pub fn history_floor(&self, id: ClientId) -> Option<(Arc<str>, u64)> {
+        let inner = self.lock();
+        let client = inner.clients.get(&id)?;
+        let room = inner.rooms.get(client.room.as_ref()?)?;
+        Some((Arc::clone(&room.name), client.floor))
+    }
+
+    /// Records that the client has now been shown its room's messages from
+    /// `floor` on, if it is still in `room`.
+    pub fn lower_history_floor(&self, id: ClientId, room: &str, floor: u64) {
+        let key = names::fold(room);
+        let mut inner = self.lock();
+        if let Some(client) = inner.clients.get_mut(&id)
+            && client.room.as_deref() == Some(key.as_str())
+        {
+            client.floor = client.floor.min(floor);
+        }
+    }
+
+    /// The name of the room called `room` (any case), if there is one.
+    pub fn room_named(&self, room: &str) -> Option<Arc<str>> {
+        self.lock()
+            .rooms
+            .get(&names::fold(room))
+            .map(|r| Arc::clone(&r.name))
     }
 
     /// The name of the room the client is in; `None` in the lobby.

@@ -15,10 +15,11 @@ use std::time::Duration;
 use crate::format;
 use crate::names;
 use crate::rows::EventRow;
+use crate::rows::Message;
 use crate::server::accounts::Role;
 use crate::server::command::{self, ADMIN_HELP, Command, HELP};
 use crate::server::context::{Context, Slot};
-use crate::server::limits::LINGER;
+use crate::server::limits::{LINGER, REPLY_BYTES, SEARCH_RESULTS};
 use crate::server::limits::{LIST_PAGE, LOGIN_ATTEMPTS};
 use crate::server::moderation::{Ban, RateLimit};
 use crate::server::outbox::Outbox;
@@ -434,7 +435,12 @@ impl Session {
         );
         self.event_named("login-failed", &known);
         self.context.failures.record(self.addr.ip(), Instant::now());
-        std::thread::sleep(self.context.config.login_delay);
+        // The stop channel is closed at shutdown, which ends the pause at
+        // once: a shutdown never waits for it.
+        let _ = self
+            .context
+            .stopping
+            .recv_timeout(self.context.config.login_delay);
     }
 
     /// Acts on one line from a named user.
@@ -517,6 +523,8 @@ impl Session {
                 }
             }
             Command::Whisper { to, text } => self.whisper(to, text),
+            Command::History { before, count } => self.history(before, count),
+            Command::Search(words) => self.search(words),
             Command::Quit => {
                 self.quit();
                 return Next::Quit;
@@ -673,6 +681,128 @@ impl Session {
             context.registry.drop_client(id, line);
         }
         Ok(())
+    }
+
+    /// `/history`: the messages of the user's room before the oldest this
+    /// connection has been shown there (or before `before`).
+    fn history(&self, before: Option<u64>, count: usize) {
+        let registry = &self.context.registry;
+        let Some((room, floor)) = registry.history_floor(self.id) else {
+            self.error("you are in the lobby, which has no history: /join ROOM first");
+            return;
+        };
+        let from = before.unwrap_or(floor);
+        let page = match self.context.index.page(&room, from, count) {
+            Ok(page) => page,
+            Err(e) => {
+                self.error(e);
+                return;
+            }
+        };
+        let mut lines: Vec<format::Line> = page
+            .messages
+            .iter()
+            .map(|m| {
+                format::paged(&Message {
+                    id: m.id,
+                    time: &m.time,
+                    room: &m.room,
+                    from: &m.sender,
+                    to: "",
+                    text: &m.text,
+                })
+            })
+            .collect();
+        // A page fits the outbox with room to spare: the oldest give way.
+        let mut more = page.more;
+        let mut bytes: usize = lines.iter().map(format::Line::weight).sum();
+        while bytes > REPLY_BYTES && lines.len() > 1 {
+            bytes -= lines[0].weight();
+            lines.remove(0);
+            more = true;
+        }
+        let oldest = page.messages[page.messages.len() - lines.len()..]
+            .first()
+            .map(|m| m.id);
+        if lines.is_empty() {
+            self.outbox.send(format::page_empty(&room, from));
+            return;
+        }
+        self.outbox
+            .send(format::page_start(&room, lines.len(), from));
+        for line in lines {
+            self.outbox.send(line);
+        }
+        self.outbox.send(format::page_end(&room, more));
+        if before.is_none()
+            && let Some(oldest) = oldest
+        {
+            registry.lower_history_floor(self.id, &room, oldest);
+        }
+    }
+
+    /// `/search WORDS [in ROOM]`: the newest messages with all the words,
+    /// from every room and the user's own whispers.
+    fn search(&self, typed: &str) {
+        let Some(me) = self.name.clone() else {
+            return;
+        };
+        let typed = sanitize(typed);
+        let words: Vec<&str> = typed.split_whitespace().collect();
+        // `in ROOM` at the end names a room only if there is one.
+        let (query, room) = match words[..] {
+            [ref rest @ .., last_but_one, room]
+                if !rest.is_empty() && last_but_one.eq_ignore_ascii_case("in") =>
+            {
+                match names::room_name(room)
+                    .ok()
+                    .and_then(|r| self.context.registry.room_named(r))
+                {
+                    Some(room) => (rest.join(" "), Some(room)),
+                    None => (words.join(" "), None),
+                }
+            }
+            _ => (words.join(" "), None),
+        };
+        let hits = match self
+            .context
+            .index
+            .search(&query, &me, room.as_deref(), SEARCH_RESULTS)
+        {
+            Ok(hits) => hits,
+            Err(e) => {
+                self.error(e);
+                return;
+            }
+        };
+        let mut lines = Vec::new();
+        let mut bytes = 0;
+        for m in &hits.messages {
+            let line = format::found(&Message {
+                id: m.id,
+                time: &m.time,
+                room: &m.room,
+                from: &m.sender,
+                to: &m.recipient,
+                text: &m.text,
+            });
+            bytes += line.weight();
+            if bytes > REPLY_BYTES && !lines.is_empty() {
+                break;
+            }
+            lines.push(line);
+        }
+        let count = lines.len();
+        let mut reply = vec![format::search_start(
+            &query,
+            room.as_deref(),
+            count,
+            hits.building,
+        )];
+        reply.extend(lines);
+        reply.push(format::search_end(count));
+        // One line for all: no live message comes between.
+        self.outbox.send(format::joined(&reply));
     }
 
     fn say(&self, text: &str) {

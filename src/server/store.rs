@@ -2,21 +2,37 @@
 //! that writes them.
 //!
 //! Room messages and whispers reach the store thread through a channel. It
-//! appends a batch, flushes it to the files, and only then hands the batch to
-//! the recipients' outboxes: nothing is shown before it is written, and file
-//! order is delivery order. At start, [`Store::open`] repairs a torn last row
-//! and rebuilds the rooms, their history and the next message id.
+//! appends a batch, writes it to the files, syncs it to the disk (group
+//! commit: one `fdatasync` a file for everything that arrived together,
+//! unless `--no-fsync`), and only then hands the batch to the recipients'
+//! outboxes: nothing is shown before it is on the disk, and file order is
+//! delivery order. Then it tells the [`index`](crate::server::index) how far
+//! `messages.csv` has got.
+//!
+//! A message's fate follows `messages.csv` alone: if that file cannot take a
+//! batch, the batch is cut back out of it ([`DataFile`]) and its senders are
+//! told it was not sent. `data.csv` and `rooms.csv` are side files: rows they
+//! cannot take are kept (bounded) and written again on the next batch, or
+//! within [`SIDE_RETRY`], and at shutdown; a shutdown that still cannot write
+//! them says so and exits non-zero.
+//!
+//! At start, [`Store::open`] takes the data directory's lock, repairs a torn
+//! last row and rebuilds the rooms, their history and the next message id
+//! (never below the one recorded in `messages.next-id`, so ids carry on after
+//! `messages.csv` was archived).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use chrono::{DateTime, Local};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::format::{self, Line};
 use crate::names;
@@ -24,12 +40,24 @@ use crate::rows::{
     EVENT_COLUMNS, EVENTS_FILE, EventRow, MESSAGE_COLUMNS, MESSAGES_FILE, Message, ROOM_COLUMNS,
     ROOMS_FILE, RoomRow,
 };
+use crate::server::datafile::{DataFile, Faults, Reopened};
+use crate::server::index::{Feed, Written};
 use crate::server::limits::{STORE_BATCH, STORE_BATCH_BYTES, STORE_QUEUE};
+use crate::server::lock::DirLock;
 use crate::server::outbox::Outbox;
-use crate::server::registry::{Announcement, ClientId, Registry};
+use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory};
 
-/// Bytes a CSV writer gathers before it writes: a whole batch in one call.
-const WRITE_BUFFER: usize = 1 << 20;
+/// The file that remembers the next message id, so that ids carry on after
+/// `messages.csv` was archived or rotated.
+pub const NEXT_ID_FILE: &str = "messages.next-id";
+
+/// Rows of a side file (`data.csv`, `rooms.csv`) kept for a retry at most,
+/// in bytes: past that the oldest are given up (and said so).
+pub const SIDE_PENDING_MAX: usize = 16 << 20;
+
+/// How often rows a side file could not take are tried again while nothing
+/// else arrives.
+pub const SIDE_RETRY: Duration = Duration::from_secs(1);
 
 /// What the store is asked to do, in order.
 pub enum Request {
@@ -81,6 +109,9 @@ pub enum Request {
         /// Close the connection after them.
         close: bool,
     },
+    /// Write what is queued, then end the store thread (shutdown), even
+    /// while some client threads still hold a sender.
+    Stop,
 }
 
 impl Request {
@@ -110,6 +141,13 @@ pub enum StoreError {
         /// Its first line.
         found: String,
     },
+    /// Another server uses the data directory.
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The other server's process id, if it could be read.
+        pid: Option<u32>,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -122,6 +160,12 @@ impl fmt::Display for StoreError {
                 f,
                 "{} does not look like a chatroom file (its header is {found:?}); move it away or choose another --data-dir",
                 path.display()
+            ),
+            StoreError::Locked { dir, pid } => write!(
+                f,
+                "another server{} is using the data directory {}; stop it first, or choose another --data-dir",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                dir.display()
             ),
         }
     }
@@ -144,7 +188,7 @@ pub struct Recovered {
     /// The number the next connection's thread gets.
     pub next_thread: u64,
     /// Every room known, with its last lines (oldest first), ready to send.
-    pub rooms: Vec<(String, Vec<Line>)>,
+    pub rooms: Vec<RoomHistory>,
     /// Who made each room of `rooms.csv` (one entry per room made), for the
     /// limit on rooms per user.
     pub creators: Vec<String>,
@@ -154,18 +198,61 @@ pub struct Recovered {
     pub skipped: u64,
 }
 
-/// The open files, before the store thread starts.
-pub struct Store {
-    messages: csv::Writer<File>,
-    events: csv::Writer<File>,
-    rooms: csv::Writer<File>,
-    next_id: u64,
+/// How the store writes.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Sync each batch to the disk before delivering it (`--no-fsync` turns
+    /// it off).
+    pub fsync: bool,
 }
 
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { fsync: true }
+    }
+}
+
+/// A side file's rows waiting to be written again.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Failing since the last success (said once per streak).
+    failing: bool,
+    /// Rows given up because too many waited.
+    lost: u64,
+}
+
+/// The open files, before the store thread starts.
+pub struct Store {
+    messages: DataFile,
+    events: DataFile,
+    rooms: DataFile,
+    next_id: u64,
+    next_id_file: Option<File>,
+    pending_events: Pending,
+    pending_rooms: Pending,
+    feed: Option<Feed>,
+    _lock: DirLock,
+}
+
+/// How the store thread ended: `Err` says what could not be written.
+pub type StoreEnd = Result<(), String>;
+
 impl Store {
-    /// Opens (or creates) the three files in `dir`, repairs torn rows, and reads
-    /// back rooms, the last `history` messages of each, and the next ids.
+    /// Opens (or creates) the three files in `dir` with durable defaults;
+    /// see [`open_with`](Store::open_with).
     pub fn open(dir: &Path, history: usize) -> Result<(Store, Recovered), StoreError> {
+        Store::open_with(dir, history, &StoreOptions::default())
+    }
+
+    /// Takes the data directory's lock, opens (or creates) the three files in
+    /// `dir`, repairs torn rows, and reads back rooms, the last `history`
+    /// messages of each, and the next ids.
+    pub fn open_with(
+        dir: &Path,
+        history: usize,
+        options: &StoreOptions,
+    ) -> Result<(Store, Recovered), StoreError> {
         if dir.exists() && !dir.is_dir() {
             return Err(StoreError::Io {
                 path: dir.to_path_buf(),
@@ -175,44 +262,106 @@ impl Store {
             });
         }
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = DirLock::take(dir)?;
         let messages_path = dir.join(MESSAGES_FILE);
         let events_path = dir.join(EVENTS_FILE);
         let rooms_path = dir.join(ROOMS_FILE);
-        let messages = open_csv(&messages_path, &MESSAGE_COLUMNS)?;
-        let events = open_csv(&events_path, &EVENT_COLUMNS)?;
-        let rooms = open_csv(&rooms_path, &ROOM_COLUMNS)?;
+        let faults = Faults::from_env();
+        let sync = options.fsync;
+        let messages = DataFile::open(&messages_path, &MESSAGE_COLUMNS, sync, faults.clone())?;
+        let events = DataFile::open(&events_path, &EVENT_COLUMNS, sync, faults.clone())?;
+        let rooms = DataFile::open(&rooms_path, &ROOM_COLUMNS, sync, faults)?;
 
         let mut recovered = read_messages(&messages_path, history)?;
+        let next_id_path = dir.join(NEXT_ID_FILE);
+        if let Some(recorded) = read_next_id(&next_id_path)
+            && recorded > recovered.next_id
+        {
+            log::info!(
+                "{} holds rows up to id {}, but ids carry on from {recorded} ({NEXT_ID_FILE})",
+                MESSAGES_FILE,
+                recovered.next_id - 1
+            );
+            recovered.next_id = recorded;
+        }
+        let next_id_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&next_id_path)
+            .map_err(|e| log::warn!("cannot keep {}: {e}", next_id_path.display()))
+            .ok();
         recovered.next_thread = read_max_thread(&events_path)? + 1;
         let mut known: std::collections::HashSet<String> = recovered
             .rooms
             .iter()
-            .map(|(name, _)| names::fold(name))
+            .map(|room| names::fold(&room.name))
             .collect();
         for (room, creator) in read_rooms(&rooms_path)? {
             if known.insert(names::fold(&room)) {
-                recovered.rooms.push((room, Vec::new()));
+                recovered.rooms.push(RoomHistory {
+                    name: room,
+                    lines: Vec::new(),
+                    last_id: 0,
+                });
             }
             recovered.creators.push(creator);
         }
-        let writer = |file| {
-            csv::WriterBuilder::new()
-                .has_headers(false)
-                .buffer_capacity(WRITE_BUFFER)
-                .from_writer(file)
-        };
-        let store = Store {
-            messages: writer(messages),
-            events: writer(events),
-            rooms: writer(rooms),
+        let mut store = Store {
+            messages,
+            events,
+            rooms,
             next_id: recovered.next_id,
+            next_id_file,
+            pending_events: Pending::default(),
+            pending_rooms: Pending::default(),
+            feed: None,
+            _lock: lock,
         };
+        store.record_next_id();
         Ok((store, recovered))
+    }
+
+    /// Where the store tells the index how far `messages.csv` has got.
+    pub fn set_feed(&mut self, feed: Feed) {
+        feed.written(self.written());
+        self.feed = Some(feed);
+    }
+
+    /// How far `messages.csv` has got.
+    fn written(&self) -> Written {
+        let (dev, ino) = self
+            .messages
+            .file()
+            .metadata()
+            .map(|m| (m.dev(), m.ino()))
+            .unwrap_or((0, 0));
+        Written {
+            dev,
+            ino,
+            len: self.messages.good_len(),
+            last_id: self.next_id - 1,
+        }
+    }
+
+    /// Records the next id beside `messages.csv` (not synced: it only
+    /// matters once `messages.csv` has lost rows, to archiving).
+    fn record_next_id(&mut self) {
+        if let Some(file) = &self.next_id_file
+            && let Err(e) = file.write_all_at(format!("{:>20}\n", self.next_id).as_bytes(), 0)
+        {
+            log::warn!("cannot record the next id in {NEXT_ID_FILE}: {e}");
+            self.next_id_file = None;
+        }
     }
 
     /// Starts the store thread. It delivers to `registry` and ends once every
     /// sender of the returned channel is dropped and all it was given is written.
-    pub fn spawn(self, registry: Arc<Registry>) -> io::Result<(Sender<Request>, JoinHandle<()>)> {
+    pub fn spawn(
+        self,
+        registry: Arc<Registry>,
+    ) -> io::Result<(Sender<Request>, JoinHandle<StoreEnd>)> {
         // Bounded: a sender faster than the disk waits on its own thread
         // (which holds no lock) instead of growing the queue without end.
         let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
@@ -222,10 +371,31 @@ impl Store {
         Ok((tx, handle))
     }
 
-    fn run(mut self, rx: Receiver<Request>, registry: &Registry) {
+    fn run(mut self, rx: Receiver<Request>, registry: &Registry) -> StoreEnd {
         let mut batch = Vec::with_capacity(STORE_BATCH);
         let mut lines: Vec<Prepared> = Vec::with_capacity(STORE_BATCH);
-        while let Ok(first) = rx.recv() {
+        let mut stopping = false;
+        loop {
+            let first = if stopping {
+                match rx.try_recv() {
+                    Ok(first) => first,
+                    Err(_) => break,
+                }
+            } else if self.side_rows_waiting() {
+                match rx.recv_timeout(SIDE_RETRY) {
+                    Ok(first) => first,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.write_side_files();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(first) => first,
+                    Err(_) => break,
+                }
+            };
             let mut bytes = first.text_len();
             batch.push(first);
             while batch.len() < STORE_BATCH && bytes < STORE_BATCH_BYTES {
@@ -237,32 +407,67 @@ impl Store {
                     Err(_) => break,
                 }
             }
-            let now = Local::now();
-            let written = self.write(&batch, &now, &mut lines);
-            if let Err(e) = &written {
-                log::error!(
-                    "writing the data files failed: {e}; the messages of this batch were not sent"
-                );
+            if batch.iter().any(|r| matches!(r, Request::Stop)) {
+                stopping = true;
             }
+            let now = Local::now();
+            let fate = self.write(&batch, &now, &mut lines);
             for (request, line) in batch.drain(..).zip(lines.drain(..)) {
-                deliver(request, line, written.is_ok(), registry);
+                deliver(request, line, fate, registry);
             }
         }
-        if let Err(e) = self.flush() {
-            log::error!("flushing the data files at exit failed: {e}");
+        self.finish()
+    }
+
+    /// The last writes at shutdown: what the side files still owe, and a
+    /// final sync. Says what could not be written.
+    fn finish(&mut self) -> StoreEnd {
+        self.write_side_files();
+        let mut problems = Vec::new();
+        if let Some(why) = self.messages.damaged() {
+            problems.push(format!("{} is damaged ({why})", self.messages.name()));
+        }
+        for (file, pending) in [
+            (&self.events, &self.pending_events),
+            (&self.rooms, &self.pending_rooms),
+        ] {
+            let rows = pending.bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+            if rows + pending.lost > 0 {
+                problems.push(format!(
+                    "{} rows of {} could not be written",
+                    rows + pending.lost,
+                    file.name()
+                ));
+            }
+        }
+        for file in [&mut self.messages, &mut self.events, &mut self.rooms] {
+            if let Err(e) = file.sync_all() {
+                problems.push(format!("{} could not be synced: {e}", file.name()));
+            }
+        }
+        self.record_next_id();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
         }
     }
 
-    /// Appends the batch to the files and flushes them; `lines` receives, for
-    /// each request, the lines a message is delivered as.
+    fn side_rows_waiting(&self) -> bool {
+        !self.pending_events.bytes.is_empty() || !self.pending_rooms.bytes.is_empty()
+    }
+
+    /// Serializes the batch and writes it: `messages.csv` decides the fate
+    /// of the batch's messages; `lines` receives, for each request, the
+    /// lines a message is delivered as.
     fn write(
         &mut self,
         batch: &[Request],
         now: &DateTime<Local>,
         lines: &mut Vec<Prepared>,
-    ) -> Result<(), csv::Error> {
+    ) -> Fate {
         let timestamp = format::file_time(now);
-        let mut result = Ok(());
+        let first_id = self.next_id;
         for request in batch {
             let mut line = Prepared::Nothing;
             let row = match request {
@@ -277,9 +482,9 @@ impl Store {
                         to: "",
                         text,
                     };
-                    line = Prepared::Chat(format::chat(now, &message));
+                    line = Prepared::Chat(self.next_id, format::chat(now, &message));
                     self.next_id += 1;
-                    self.messages.serialize(message)
+                    self.messages.rows.serialize(message)
                 }
                 // A whisper to someone who has just left is not delivered,
                 // so it is not recorded either.
@@ -306,34 +511,127 @@ impl Store {
                         sent: format::whisper_sent(now, &message),
                     };
                     self.next_id += 1;
-                    self.messages.serialize(message)
+                    self.messages.rows.serialize(message)
                 }
                 Request::Event(event) => {
                     let mut event = event.clone();
                     event.timestamp.clone_from(&timestamp);
-                    self.events.serialize(event)
+                    self.events.rows.serialize(event)
                 }
-                Request::RoomCreated { room, creator } => self.rooms.serialize(RoomRow {
+                Request::RoomCreated { room, creator } => self.rooms.rows.serialize(RoomRow {
                     timestamp: &timestamp,
                     room,
                     creator,
                 }),
-                Request::Then { .. } | Request::Announce(_) => Ok(()),
+                Request::Then { .. } | Request::Announce(_) | Request::Stop => Ok(()),
             };
-            lines.push(line);
-            if result.is_ok() {
-                result = row;
+            if let Err(e) = row {
+                // Serializing into memory fails only on a row that cannot
+                // be written at all; it is left out.
+                log::error!("a row could not be serialized: {e}");
             }
+            lines.push(line);
         }
-        let flushed = self.flush();
-        result.and(flushed.map_err(csv::Error::from))
+        let bytes = self.messages.take_rows();
+        let fate = if bytes.is_empty() && self.messages.damaged().is_none() {
+            Fate::Saved
+        } else {
+            match self.messages.commit(&bytes) {
+                Ok(reopened) => {
+                    if reopened == Reopened::Fresh {
+                        log::warn!(
+                            "{} started afresh; ids carry on from {first_id}",
+                            self.messages.name()
+                        );
+                    }
+                    if self.next_id != first_id {
+                        self.record_next_id();
+                    }
+                    if let Some(feed) = &self.feed {
+                        feed.written(self.written());
+                    }
+                    Fate::Saved
+                }
+                Err(e) => {
+                    self.next_id = first_id;
+                    let damaged = self.messages.damaged().is_some();
+                    log::error!(
+                        "writing {} failed: {e}; the messages of this batch were not sent{}",
+                        self.messages.name(),
+                        if damaged {
+                            ", and no message is taken until the file can be repaired"
+                        } else {
+                            ""
+                        }
+                    );
+                    if damaged { Fate::Damaged } else { Fate::Failed }
+                }
+            }
+        };
+        self.write_side_files();
+        fate
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.messages.flush()?;
-        self.events.flush()?;
-        self.rooms.flush()
+    /// Writes the side files' new rows after those still owed.
+    fn write_side_files(&mut self) {
+        write_side(&mut self.events, &mut self.pending_events);
+        write_side(&mut self.rooms, &mut self.pending_rooms);
     }
+}
+
+/// Writes a side file's rows owed and new; keeps them for later on failure.
+fn write_side(file: &mut DataFile, pending: &mut Pending) {
+    let new = file.take_rows();
+    if new.is_empty() && pending.bytes.is_empty() {
+        return;
+    }
+    pending.bytes.extend_from_slice(&new);
+    match file.commit(&pending.bytes) {
+        Ok(_) => {
+            if pending.failing {
+                log::warn!(
+                    "{} can be written again; the rows it owed are written",
+                    file.name()
+                );
+            }
+            pending.bytes.clear();
+            pending.failing = false;
+        }
+        Err(e) => {
+            if !std::mem::replace(&mut pending.failing, true) {
+                log::error!(
+                    "writing {} failed: {e}; its rows are kept and tried again every {}s (messages are not affected)",
+                    file.name(),
+                    SIDE_RETRY.as_secs()
+                );
+            }
+            if pending.bytes.len() > SIDE_PENDING_MAX {
+                let excess = pending.bytes.len() - SIDE_PENDING_MAX;
+                let cut = pending.bytes[excess..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(pending.bytes.len(), |p| excess + p + 1);
+                let rows = pending.bytes[..cut].iter().filter(|&&b| b == b'\n').count();
+                pending.bytes.drain(..cut);
+                pending.lost += rows as u64;
+                log::error!(
+                    "{}: gave up {rows} rows that waited too long to be written",
+                    file.name()
+                );
+            }
+        }
+    }
+}
+
+/// What became of a batch's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// In `messages.csv`: deliver.
+    Saved,
+    /// Not written (cut back): tell the senders.
+    Failed,
+    /// Not written, and the file cannot be repaired for now.
+    Damaged,
 }
 
 /// The lines a written message is delivered as.
@@ -341,7 +639,7 @@ enum Prepared {
     Nothing,
     /// A whisper whose recipient left before it was written.
     Gone,
-    Chat(Line),
+    Chat(u64, Line),
     Whisper {
         received: Line,
         sent: Line,
@@ -349,17 +647,21 @@ enum Prepared {
 }
 
 /// Hands one written request to its recipients.
-fn deliver(request: Request, line: Prepared, saved: bool, registry: &Registry) {
+fn deliver(request: Request, line: Prepared, fate: Fate, registry: &Registry) {
+    let saved = fate == Fate::Saved;
     match request {
         Request::Say {
             room,
             from_id,
             from,
             ..
-        } => match (saved, line) {
-            (true, Prepared::Chat(line)) => {
-                registry.deliver_to_room(&room, line.clone(), from_id);
+        } => match (fate, line) {
+            (Fate::Saved, Prepared::Chat(id, line)) => {
+                registry.deliver_to_room(&room, id, line.clone(), from_id);
                 from.send(line);
+            }
+            (Fate::Damaged, _) => {
+                from.send(format::error(DAMAGED));
             }
             _ => {
                 from.send(format::error(
@@ -379,7 +681,9 @@ fn deliver(request: Request, line: Prepared, saved: bool, registry: &Registry) {
                 )));
                 return;
             };
-            if !saved {
+            if fate == Fate::Damaged {
+                from.send(format::error(DAMAGED));
+            } else if !saved {
                 from.send(format::error(
                     "your whisper could not be saved (the server's disk failed), so it was not sent; try again later",
                 ));
@@ -408,7 +712,26 @@ fn deliver(request: Request, line: Prepared, saved: bool, registry: &Registry) {
                 announcement.deliver();
             }
         }
-        Request::Event(_) | Request::RoomCreated { .. } => {}
+        Request::Event(_) | Request::RoomCreated { .. } | Request::Stop => {}
+    }
+}
+
+/// What a sender is told while `messages.csv` cannot be repaired.
+const DAMAGED: &str = "the server cannot save messages right now (its disk failed and messages.csv could not be repaired), so nothing you send is sent; an administrator must look at the server's log";
+
+/// The next id recorded in [`NEXT_ID_FILE`], if it can be read.
+fn read_next_id(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match text.trim().parse::<u64>() {
+        Ok(id) => Some(id),
+        Err(_) if text.trim().is_empty() => None,
+        Err(_) => {
+            log::warn!(
+                "{} does not hold a number; ids go on from messages.csv",
+                path.display()
+            );
+            None
+        }
     }
 }
 
@@ -489,7 +812,7 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
         .flexible(true)
         .buffer_capacity(1 << 20)
         .from_reader(file);
-    let mut rooms: HashMap<String, (String, VecDeque<csv::ByteRecord>)> = HashMap::new();
+    let mut rooms: HashMap<String, (String, VecDeque<csv::ByteRecord>, u64)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut recovered = Recovered::default();
     let mut max_id = 0u64;
@@ -526,8 +849,9 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
         let key = names::fold(room);
         let entry = rooms.entry(key).or_insert_with_key(|key| {
             order.push(key.clone());
-            (room.to_string(), VecDeque::new())
+            (room.to_string(), VecDeque::new(), 0)
         });
+        entry.2 = entry.2.max(id);
         if history > 0 {
             if entry.1.len() == history {
                 entry.1.pop_front();
@@ -544,29 +868,37 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
     }
     recovered.next_id = max_id + 1;
     for key in order {
-        if let Some((name, records)) = rooms.remove(&key) {
+        if let Some((name, records, last_id)) = rooms.remove(&key) {
             let lines = records.iter().filter_map(history_line).collect();
-            recovered.rooms.push((name, lines));
+            recovered.rooms.push(RoomHistory {
+                name,
+                lines,
+                last_id,
+            });
         }
     }
     Ok(recovered)
 }
 
 /// A stored room message as it is replayed to a newcomer.
-fn history_line(record: &csv::ByteRecord) -> Option<Line> {
+fn history_line(record: &csv::ByteRecord) -> Option<(u64, Line)> {
     let field = |i| std::str::from_utf8(&record[i]).ok();
     let stamp = field(1)?;
     let time = DateTime::parse_from_rfc3339(stamp).ok()?;
-    Some(format::chat(
-        &time,
-        &Message {
-            id: field(0)?.parse().ok()?,
-            time: stamp,
-            room: field(2)?,
-            from: field(3)?,
-            to: "",
-            text: field(5)?,
-        },
+    let id = field(0)?.parse().ok()?;
+    Some((
+        id,
+        format::chat(
+            &time,
+            &Message {
+                id: field(0)?.parse().ok()?,
+                time: stamp,
+                room: field(2)?,
+                from: field(3)?,
+                to: "",
+                text: field(5)?,
+            },
+        ),
     ))
 }
 
@@ -715,9 +1047,14 @@ mod tests {
         assert_eq!(recovered.next_id, 12);
         assert_eq!(recovered.messages, 11);
         assert_eq!(recovered.skipped, 1);
-        let names: Vec<&str> = recovered.rooms.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = recovered.rooms.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["Odd", "even"]);
-        let even: Vec<&str> = recovered.rooms[1].1.iter().map(|l| l.text()).collect();
+        assert_eq!(recovered.rooms[1].last_id, 10);
+        let even: Vec<&str> = recovered.rooms[1]
+            .lines
+            .iter()
+            .map(|(_, l)| l.text())
+            .collect();
         assert_eq!(even.len(), 3);
         assert!(even[0].ends_with("u6: m, 6\n"), "{even:?}");
         assert!(even[2].ends_with("u10: m, 10\n"), "{even:?}");
@@ -725,7 +1062,7 @@ mod tests {
             recovered
                 .rooms
                 .iter()
-                .all(|(_, lines)| lines.iter().all(|l| !l.text().contains("secret")))
+                .all(|r| r.lines.iter().all(|(_, l)| !l.text().contains("secret")))
         );
     }
 

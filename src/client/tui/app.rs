@@ -56,10 +56,13 @@ pub const RECONNECT_ATTEMPTS: u32 = 10;
 const WHEEL_ROWS: usize = 3;
 
 /// Commands offered to Tab before the server's `/help` has answered.
-const KNOWN_COMMANDS: [&str; 11] = [
+const KNOWN_COMMANDS: [&str; 13] = [
     "/help", "/list", "/create", "/join", "/leave", "/who", "/msg", "/quit", "/mode", "/clear",
-    "/save",
+    "/save", "/history", "/search",
 ];
+
+/// Messages asked for at a time when the user scrolls past the oldest line.
+pub const OLDER_PAGE: usize = 50;
 
 /// The wait before reconnect attempt `attempt` (1 for the first): doubling
 /// from [`BACKOFF_FIRST`] up to [`BACKOFF_MAX`].
@@ -240,6 +243,52 @@ struct Asked {
     help: VecDeque<bool>,
 }
 
+/// Older messages of the room, loaded when the user scrolls past the oldest
+/// line (`/history before ID`).
+#[derive(Debug, Default)]
+struct Older {
+    /// The oldest message id of the user's room in the pane.
+    floor: Option<u64>,
+    /// A page was asked for and has not come yet.
+    asked: bool,
+    /// The page being received.
+    page: Option<Vec<ChatLine>>,
+    /// The room's first message is in the pane: nothing older to load.
+    start: bool,
+}
+
+/// One message `/search` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// Its id.
+    pub id: Option<u64>,
+    /// When, as `YYYY-MM-DD HH:MM`, local time.
+    pub when: String,
+    /// Where: `#room`, or `whisper to NAME`.
+    pub place: String,
+    /// Who said it.
+    pub from: String,
+    /// What was said.
+    pub text: String,
+}
+
+/// The results of the last `/search`, in a pane above the chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPane {
+    /// The words searched for.
+    pub query: String,
+    /// The room searched, if only one.
+    pub room: Option<String>,
+    /// While the server's index was being built: how far, in per cent.
+    pub building: Option<u8>,
+    /// What was found, newest first.
+    pub hits: Vec<Hit>,
+    /// Rows scrolled down from the first hit (Ctrl-N, Ctrl-P).
+    pub scroll: usize,
+    /// The results are still arriving.
+    filling: bool,
+}
+
 /// The whole state of the full-screen client.
 #[derive(Debug)]
 pub struct App {
@@ -261,6 +310,8 @@ pub struct App {
     pub online: Vec<String>,
     /// The chat pane.
     pub chat: Chat,
+    /// The search pane, while open (Esc closes it).
+    pub search: Option<SearchPane>,
     /// The chat line being typed.
     pub input: Editor,
     /// The login line being typed (name or password).
@@ -290,6 +341,7 @@ pub struct App {
     /// Failed attempts since the last login.
     attempts: u32,
     asked: Asked,
+    older: Older,
     commands: Vec<String>,
     help: Vec<HelpEntry>,
 }
@@ -312,6 +364,14 @@ fn same_room(a: Option<&str>, b: Option<&str>) -> bool {
         (None, None) => true,
         _ => false,
     }
+}
+
+/// The date and time of an RFC 3339 timestamp, in local time.
+fn date_of(time: &str) -> String {
+    DateTime::parse_from_rfc3339(time).map_or_else(
+        |_| time.to_owned(),
+        |t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string(),
+    )
 }
 
 /// The time of day of an RFC 3339 timestamp, in local time.
@@ -341,6 +401,7 @@ impl App {
             rooms: Vec::new(),
             online: Vec::new(),
             chat: Chat::default(),
+            search: None,
             input: Editor::default(),
             login: Editor::default(),
             entry: Entry::Chat,
@@ -359,6 +420,7 @@ impl App {
             ever_online: false,
             attempts: 0,
             asked: Asked::default(),
+            older: Older::default(),
             commands: KNOWN_COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
             help: Vec::new(),
         }
@@ -387,7 +449,10 @@ impl App {
         match input {
             Input::Key(key) => self.key(key, &mut actions),
             Input::Mouse(mouse) => match mouse.kind {
-                MouseEventKind::ScrollUp => self.chat.scroll_up(WHEEL_ROWS),
+                MouseEventKind::ScrollUp => {
+                    self.chat.scroll_up(WHEEL_ROWS);
+                    self.load_older(&mut actions);
+                }
                 MouseEventKind::ScrollDown => self.chat.scroll_down(WHEEL_ROWS),
                 _ => {}
             },
@@ -447,7 +512,56 @@ impl App {
     }
 
     fn chat_height(&self) -> usize {
-        usize::from(super::view::chat_height(self.size.1))
+        usize::from(super::view::chat_pane_height(
+            self.size.1,
+            self.search.is_some(),
+        ))
+    }
+
+    /// Asks for older messages of the room when the pane shows its oldest
+    /// line and the user scrolls further up.
+    fn load_older(&mut self, actions: &mut Vec<Action>) {
+        if self.link != Link::Online
+            || !self.json()
+            || self.room.is_none()
+            || self.older.asked
+            || self.older.start
+            || self.chat.is_full()
+            || !self.chat.at_top(self.chat_width(), self.chat_height())
+        {
+            return;
+        }
+        self.older.asked = true;
+        let line = match self.older.floor {
+            Some(id) => format!("/history before {id} {OLDER_PAGE}"),
+            None => format!("/history {OLDER_PAGE}"),
+        };
+        self.send(&line, actions);
+    }
+
+    /// A page of older messages has come: on top of the pane.
+    fn older_page_done(&mut self, more: Option<bool>) {
+        let Some(page) = self.older.page.take() else {
+            return;
+        };
+        let asked = std::mem::replace(&mut self.older.asked, false);
+        let mut lines = Vec::new();
+        if more == Some(false) {
+            self.older.start = true;
+            lines.push(self.line(
+                Kind::Notice,
+                format!("the start of {}", room_label(self.room.as_deref())),
+            ));
+        }
+        let count = page.len();
+        lines.extend(page);
+        self.chat.prepend(lines);
+        if !asked {
+            self.notice(format!(
+                "{count} older messages of {} added above (PgUp)",
+                room_label(self.room.as_deref())
+            ));
+        }
     }
 
     fn push(&mut self, line: ChatLine) -> bool {
@@ -499,6 +613,17 @@ impl App {
                 }
             }
             KeyCode::Char('l') if ctrl => actions.push(Action::Redraw),
+            KeyCode::Char('n') if ctrl => {
+                if let Some(pane) = &mut self.search {
+                    pane.scroll = (pane.scroll + 1).min(pane.hits.len().saturating_sub(1));
+                }
+            }
+            KeyCode::Char('p') if ctrl => {
+                if let Some(pane) = &mut self.search {
+                    pane.scroll = pane.scroll.saturating_sub(1);
+                }
+            }
+            KeyCode::Esc => self.search = None,
             KeyCode::Char('w') if ctrl => self.editor().delete_word(),
             KeyCode::Char('u') if ctrl => self.editor().delete_to_start(),
             KeyCode::Char('a') if ctrl => self.editor().home(),
@@ -517,6 +642,7 @@ impl App {
             KeyCode::PageUp => {
                 let rows = self.chat_height().saturating_sub(1).max(1);
                 self.chat.scroll_up(rows);
+                self.load_older(actions);
             }
             KeyCode::PageDown => {
                 let rows = self.chat_height().saturating_sub(1).max(1);
@@ -758,6 +884,9 @@ impl App {
                 self.handshake.last_error = Some(clean(&text));
             }
             Event::Error { text } => {
+                // A `/history` asked for may have been refused (the index
+                // being rebuilt): the next scroll asks again.
+                self.older.asked = false;
                 if !self.handshake.welcomed {
                     self.handshake.answered = None;
                     self.handshake.last_error = Some(clean(&text));
@@ -779,17 +908,82 @@ impl App {
                     self.count_members();
                 }
             }
+            Event::History {
+                before: Some(_), ..
+            } => self.older.page = Some(Vec::new()),
             Event::History { room, .. } => self.in_history = Some(room),
+            Event::HistoryEnd { more, .. } if self.older.page.is_some() => {
+                self.older_page_done(more);
+            }
             Event::HistoryEnd { .. } => self.in_history = None,
+            Event::Search {
+                query,
+                room,
+                building,
+                ..
+            } => {
+                self.search = Some(SearchPane {
+                    query: clean(&query),
+                    room: room.map(|r| clean(&r)),
+                    building,
+                    hits: Vec::new(),
+                    scroll: 0,
+                    filling: true,
+                });
+            }
+            Event::SearchEnd { .. } => {
+                if let Some(pane) = &mut self.search {
+                    pane.filling = false;
+                }
+            }
             Event::Message {
                 id,
                 time,
+                room,
                 from,
                 text,
-                ..
+            } if self.search.as_ref().is_some_and(|p| p.filling) => {
+                if let Some(pane) = &mut self.search {
+                    pane.hits.push(Hit {
+                        id,
+                        when: date_of(&time),
+                        place: room_label(room.as_deref().map(clean).as_deref()),
+                        from: clean(&from),
+                        text: clean(&text),
+                    });
+                }
+            }
+            Event::Whisper {
+                id,
+                time,
+                from,
+                to,
+                text,
+            } if self.search.as_ref().is_some_and(|p| p.filling) => {
+                if let Some(pane) = &mut self.search {
+                    pane.hits.push(Hit {
+                        id,
+                        when: date_of(&time),
+                        place: format!("whisper to {}", clean(&to)),
+                        from: clean(&from),
+                        text: clean(&text),
+                    });
+                }
+            }
+            Event::Message {
+                id,
+                time,
+                room,
+                from,
+                text,
             } => {
                 if self.in_history.is_some() && self.skip_history.is_some() {
                     return;
+                }
+                if let Some(id) = id
+                    && same_room(room.as_deref(), self.room.as_deref())
+                {
+                    self.older.floor = Some(self.older.floor.map_or(id, |f| f.min(id)));
                 }
                 let from = clean(&from);
                 let text = clean(&text);
@@ -802,6 +996,10 @@ impl App {
                     mention,
                     id,
                 };
+                if let Some(page) = &mut self.older.page {
+                    page.push(line);
+                    return;
+                }
                 // Only news rings: not replayed history, not a repeat.
                 if self.push(line) && mention && self.in_history.is_none() {
                     actions.push(Action::Bell);
@@ -1026,6 +1224,7 @@ impl App {
             self.count_room(new, |count| count + 1);
         }
         self.room = room.clone();
+        self.older = Older::default();
         self.members.clear();
         self.skip_history = None;
         if let Some(target) = self.rejoin.take()

@@ -285,6 +285,52 @@ impl Chat {
         true
     }
 
+    /// Puts older lines (oldest first) above everything, as loaded when the
+    /// user scrolls past the oldest line. What is shown does not move: the
+    /// scroll counts rows from the newest line. Messages already shown, and
+    /// lines past [`SCROLLBACK_LINES`], are left out. Returns how many were
+    /// added.
+    pub fn prepend(&mut self, older: Vec<ChatLine>) -> usize {
+        let room = SCROLLBACK_LINES.saturating_sub(self.lines.len());
+        let fresh: Vec<ChatLine> = older
+            .into_iter()
+            .filter(|line| line.id.is_none_or(|id| !self.ids.contains(&id)))
+            .collect();
+        let skip = fresh.len().saturating_sub(room);
+        let added = fresh.len() - skip;
+        for line in fresh.into_iter().skip(skip).rev() {
+            if let Some(id) = line.id {
+                self.ids.insert(id);
+            }
+            self.lines.push_front(line);
+        }
+        // Cleared lines stay cleared; the new ones are above them, shown
+        // only if nothing was cleared.
+        if self.cleared > 0 {
+            self.cleared += added;
+        }
+        added
+    }
+
+    /// Whether the scrollback is full (older lines cannot be added).
+    pub fn is_full(&self) -> bool {
+        self.lines.len() >= SCROLLBACK_LINES
+    }
+
+    /// Whether a pane of `width` × `height` scrolled as it is shows the
+    /// oldest line at its top (or the scroll asks for more than there is).
+    pub fn at_top(&self, width: usize, height: usize) -> bool {
+        let want = self.scroll.saturating_add(height);
+        let mut rows = 0;
+        for line in self.visible().rev() {
+            rows += line.rows(width).len();
+            if rows > want {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The lines the pane shows (since the last `/clear`).
     pub fn visible(&self) -> impl DoubleEndedIterator<Item = &ChatLine> {
         self.lines.iter().skip(self.cleared)
@@ -454,6 +500,31 @@ mod tests {
         let rows = chat.window(80, 2);
         assert_eq!(text_of(&rows[0]), "12:34 bob: line 0");
         assert_eq!(chat.scroll, 1);
+    }
+
+    #[test]
+    fn older_lines_go_on_top_without_moving_the_view() {
+        let mut chat = Chat::default();
+        for i in 10..20 {
+            let mut line = message("bob", &format!("line {i}"));
+            line.id = Some(i);
+            chat.push(line, 80);
+        }
+        chat.scroll_up(6);
+        let before = chat.window(80, 4);
+        assert!(chat.at_top(80, 4));
+        let older: Vec<ChatLine> = (5..12)
+            .map(|i| {
+                let mut line = message("bob", &format!("line {i}"));
+                line.id = Some(i);
+                line
+            })
+            .collect();
+        assert_eq!(chat.prepend(older), 5, "10 and 11 were there");
+        assert_eq!(chat.window(80, 4), before);
+        assert!(!chat.at_top(80, 4));
+        let first = chat.visible().next().unwrap();
+        assert_eq!(first.text, "line 5");
     }
 
     #[test]

@@ -89,18 +89,45 @@ pub enum Event {
         /// Their names.
         members: Vec<String>,
     },
-    /// The recent messages of a room follow.
+    /// The recent messages of a room follow (on joining it), or a page of
+    /// older ones (`/history`: with `before`).
     History {
         /// The room.
         room: Option<String>,
         /// How many messages follow.
         #[serde(default)]
         count: usize,
+        /// A `/history` page: the messages are older than this id.
+        #[serde(default)]
+        before: Option<u64>,
     },
-    /// The recent messages are over.
+    /// The recent messages, or the page, are over.
     HistoryEnd {
         /// The room.
         room: Option<String>,
+        /// After a page: whether there are older messages still.
+        #[serde(default)]
+        more: Option<bool>,
+    },
+    /// `/search` results follow, newest first.
+    Search {
+        /// The words searched for.
+        query: String,
+        /// The room searched, if only one.
+        #[serde(default)]
+        room: Option<String>,
+        /// How many follow.
+        #[serde(default)]
+        count: usize,
+        /// While the server's index is being built: how far, in per cent.
+        #[serde(default)]
+        building: Option<u8>,
+    },
+    /// The `/search` results are over.
+    SearchEnd {
+        /// How many there were.
+        #[serde(default)]
+        count: usize,
     },
     /// A room message.
     Message {
@@ -329,6 +356,10 @@ mod tests {
             r#"{"type":"members","room":"dev","members":["alice","bob"]}"#,
             r#"{"type":"history","room":"dev","count":3}"#,
             r#"{"type":"history_end","room":"dev"}"#,
+            r#"{"type":"history","room":"dev","count":2,"before":40}"#,
+            r#"{"type":"history_end","room":"dev","more":false}"#,
+            r#"{"type":"search","query":"lunch","room":null,"count":1,"building":null}"#,
+            r#"{"type":"search_end","count":1}"#,
             r#"{"type":"message","id":7,"time":"2026-11-21T18:05:09.123+00:00","room":"dev","from":"alice","text":"hi"}"#,
             r#"{"type":"whisper","id":8,"time":"2026-11-21T18:05:09.123+00:00","from":"alice","to":"bob","text":"psst"}"#,
             r#"{"type":"join","room":"dev","name":"bob"}"#,

@@ -20,7 +20,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use unicode_width::UnicodeWidthChar;
 
-use super::app::{App, Entry, Link, room_label};
+use super::app::{App, Entry, Link, SearchPane, room_label};
 use super::chat::name_colour;
 
 /// The smallest terminal the client draws in.
@@ -53,6 +53,21 @@ pub fn chat_height(height: u16) -> u16 {
     height.saturating_sub(2)
 }
 
+/// The search pane's height (its border included) in a terminal `height`
+/// high, while it is open: the upper half of the chat area.
+pub fn search_height(height: u16) -> u16 {
+    chat_height(height) / 2
+}
+
+/// The chat pane's height below the search pane, if that is open.
+pub fn chat_pane_height(height: u16, search_open: bool) -> u16 {
+    if search_open {
+        chat_height(height) - search_height(height)
+    } else {
+        chat_height(height)
+    }
+}
+
 /// Draws everything.
 pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
     let area = frame.area();
@@ -63,7 +78,12 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
     }
     let chat_w = chat_width(area.width);
     let chat_h = chat_height(area.height);
-    let chat_area = Rect::new(area.x, area.y, chat_w, chat_h);
+    let mut chat_area = Rect::new(area.x, area.y, chat_w, chat_h);
+    if let Some(pane) = &app.search {
+        let search_h = search_height(area.height);
+        draw_search(frame, Rect::new(area.x, area.y, chat_w, search_h), pane);
+        chat_area = Rect::new(area.x, area.y + search_h, chat_w, chat_h - search_h);
+    }
     let side_area = Rect::new(area.x + chat_w, area.y, area.width - chat_w, chat_h);
     let status_area = Rect::new(area.x, area.y + chat_h, area.width, 1);
     let input_area = Rect::new(area.x, area.y + chat_h + 1, area.width, 1);
@@ -82,6 +102,60 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
     }
     draw_status(frame, status_area, app);
     draw_input(frame, input_area, app);
+}
+
+/// The search pane: what was searched, then one row per message found.
+fn draw_search(frame: &mut Frame<'_>, area: Rect, pane: &SearchPane) {
+    let place = pane
+        .room
+        .as_deref()
+        .map(|r| format!(" in #{r}"))
+        .unwrap_or_default();
+    let found = if pane.hits.is_empty() {
+        "nothing found".to_owned()
+    } else {
+        format!("{} found", pane.hits.len())
+    };
+    let title = fit(
+        &format!(
+            " search \"{}\"{place}: {found} · Esc closes, ^P ^N scroll ",
+            pane.query
+        ),
+        usize::from(area.width),
+    );
+    let block = Block::new()
+        .borders(Borders::BOTTOM)
+        .border_style(Style::new().fg(Color::DarkGray))
+        .title_bottom(Line::styled(title, Style::new().fg(Color::Yellow)));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = usize::from(inner.width);
+    let mut lines: Vec<Line<'static>> = Vec::new();
+    if let Some(percent) = pane.building {
+        lines.push(Line::styled(
+            fit(
+                &format!("the server's index is {percent}% built: some messages may be missing"),
+                width,
+            ),
+            Style::new().fg(Color::DarkGray),
+        ));
+    }
+    for hit in pane.hits.iter().skip(pane.scroll) {
+        let lead = format!("{} {} ", hit.when, hit.place);
+        let name = format!("{}: ", hit.from);
+        let rest = width.saturating_sub(lead.chars().count() + name.chars().count());
+        lines.push(Line::from(vec![
+            Span::styled(lead, Style::new().fg(Color::DarkGray)),
+            Span::styled(
+                name,
+                Style::new()
+                    .fg(name_colour(&hit.from))
+                    .add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(fit(&hit.text, rest)),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
 }
 
 fn draw_too_small(frame: &mut Frame<'_>, area: Rect) {
