@@ -167,7 +167,9 @@ fn throughput(
         while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
     });
     let flushers = Flushers::start(1)?;
-    let connection = Tcp.open(stream, peer, Instant::now(), 4096)?;
+    let connection = Tcp
+        .open(stream, peer, Instant::now(), 4096)?
+        .ok_or_else(|| std::io::Error::other("no connection"))?;
     let outbox = flushers.outbox(connection.output, usize::MAX / 2, 1)?;
 
     let room: Arc<str> = "general".into();

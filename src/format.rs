@@ -8,7 +8,7 @@
 //! recipient.
 
 use std::fmt::Display;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Local, SecondsFormat, TimeZone};
 use serde::Serialize;
@@ -34,17 +34,33 @@ pub struct UserInfo {
     pub room: Option<Arc<str>>,
 }
 
+/// Bytes a transport's framing may add to each JSON line at most (a
+/// WebSocket frame header: 10 bytes, less the `\n` it replaces).
+pub const FRAME_OVERHEAD: usize = 10;
+
 /// One event as sent to clients, in both renderings. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line(Arc<Rendered>);
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Rendered {
     /// Human text: zero or more lines, each ending in `\n`.
     text: Box<str>,
     /// One JSON object and `\n`, or empty when JSON clients get nothing.
     json: Box<str>,
+    /// The bytes of a transport that frames events its own way (WebSocket),
+    /// made once, the first time one of its clients needs them, and shared
+    /// by every recipient like the two renderings above.
+    framed: OnceLock<Box<[u8]>>,
 }
+
+impl PartialEq for Rendered {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.json == other.json
+    }
+}
+
+impl Eq for Rendered {}
 
 impl Line {
     /// A line from its two renderings (each empty or ending in `\n`).
@@ -52,7 +68,25 @@ impl Line {
         Line(Arc::new(Rendered {
             text: text.into(),
             json: json.into(),
+            framed: OnceLock::new(),
         }))
+    }
+
+    /// A line that is only bytes for a framing transport (a WebSocket pong
+    /// or close frame): text and JSON clients get nothing of it.
+    pub fn framed_only(bytes: impl Into<Box<[u8]>>) -> Line {
+        Line(Arc::new(Rendered {
+            text: "".into(),
+            json: "".into(),
+            framed: OnceLock::from(bytes.into()),
+        }))
+    }
+
+    /// The framed rendering, made from the JSON rendering by `frame` the
+    /// first time it is asked for, then kept: one encoding per event,
+    /// whatever the number of recipients.
+    pub fn framed(&self, frame: impl FnOnce(&str) -> Box<[u8]>) -> &[u8] {
+        self.0.framed.get_or_init(|| frame(&self.0.json))
     }
 
     /// A line from human text (without `\n`) and a JSON value.
@@ -75,9 +109,15 @@ impl Line {
         if json { self.json() } else { self.text() }
     }
 
-    /// The bytes this line may take in a queue, whichever rendering is sent.
+    /// The bytes this line may take in a queue, whichever rendering is sent
+    /// (a frame adds a few bytes of header to each JSON line).
     pub fn weight(&self) -> usize {
-        self.0.text.len().max(self.0.json.len())
+        let framed = self.0.framed.get().map_or(0, |f| f.len());
+        self.0
+            .text
+            .len()
+            .max(self.0.json.len() + FRAME_OVERHEAD * self.0.json.matches('\n').count())
+            .max(framed)
     }
 }
 
@@ -253,6 +293,41 @@ pub fn welcome(name: &str, role: &str) -> Line {
         format_args!("* hello {name}! type to chat, /help lists the commands"),
         json!({"type": "welcome", "name": name, "role": role}),
     )
+}
+
+/// A token to log in with later (`/token`); the text says how to use it.
+pub fn token(name: &str, token: &str) -> Line {
+    Line::of(
+        format_args!(
+            "* your token: {token} (log in later with /resume {token}; /logout forgets it)"
+        ),
+        json!({"type": "token", "name": name, "token": token}),
+    )
+}
+
+/// Unread counts: rooms with how many messages came since the user last
+/// read there, and how many of those mention them. `asked`: the reply to
+/// `/unread` or `/read`, shown to text clients too; otherwise a live update
+/// for JSON clients only.
+pub fn unread(rooms: &[(Arc<str>, usize, usize)], asked: bool) -> Line {
+    let list: Vec<_> = rooms
+        .iter()
+        .map(|(room, unread, mentions)| json!({"room": &**room, "unread": unread, "mentions": mentions}))
+        .collect();
+    let json = format!("{}\n", json!({"type": "unread", "rooms": list}));
+    if !asked {
+        return Line::new("", json);
+    }
+    let mut text = String::new();
+    if rooms.is_empty() {
+        text.push_str("* no unread counts yet: /read ROOM ID marks a room read\n");
+    }
+    for (room, unread, mentions) in rooms {
+        text.push_str(&format!(
+            "* #{room}: {unread} unread, {mentions} mentioning you\n"
+        ));
+    }
+    Line::new(text, json)
 }
 
 /// The switch of protocol mode, confirmed.

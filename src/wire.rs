@@ -21,6 +21,9 @@ pub enum Line {
     TooLong,
     /// A line that was not valid UTF-8; it was dropped.
     NotUtf8,
+    /// A message of a framing transport (a WebSocket text frame) that held
+    /// a line break: one message is one line, so it was dropped.
+    HasLineBreak,
 }
 
 /// Reads `\n`-terminated lines of at most `max` bytes.

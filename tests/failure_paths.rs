@@ -20,9 +20,11 @@ fn server(args: &[&str]) -> (tempfile::TempDir, TestServer) {
     (dir, server)
 }
 
-/// Waits until `data.csv` says that `name`'s session ended.
+/// Waits until `data.csv` says that `name`'s session ended: a session that
+/// first answers 16,000 commands (a debug build, on a busy machine) may take
+/// a while, so the deadline is generous.
 fn wait_for_disconnect(server: &TestServer, name: &str) {
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + 6 * PATIENCE;
     while !server
         .events()
         .iter()

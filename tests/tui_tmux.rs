@@ -262,6 +262,56 @@ fn the_client_comes_back_to_its_room_after_the_server_restarts() {
 }
 
 #[test]
+fn the_full_screen_client_scrolls_back_past_its_first_screen_and_searches() {
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let shell = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let server = TestServer::start(data.path(), &["--rate", "0"]);
+    let mut bob = server.join("bob");
+    for i in 1..=150 {
+        bob.send(&format!("old message {i:03}"));
+    }
+    bob.expect_line("bob: old message 150");
+    bob.send("a word to find: zanzibar");
+    bob.expect_line("bob: a word to find: zanzibar");
+    let tmux = Tmux::start(
+        shell.path(),
+        &format!("--port {} --name erin", server.addr.port()),
+    );
+    tmux.wait_for(&["erin │ #general │ connected", "bob: a word to find"]);
+    // The replay holds the last 50; older ones come as the user scrolls.
+    let deadline = Instant::now() + PATIENCE;
+    let mut screen = tmux.screen();
+    while !screen.contains("old message 001") {
+        assert!(
+            Instant::now() < deadline,
+            "never scrolled back to the first message:\n{screen}"
+        );
+        tmux.keys(&["PageUp"]);
+        thread::sleep(Duration::from_millis(50));
+        screen = tmux.screen();
+    }
+    assert!(screen.contains("the start of #general"), "{screen}");
+    assert!(screen.contains("scrolled"), "{screen}");
+    tmux.keys(&["End"]);
+    tmux.wait_for(&["bob: a word to find: zanzibar"]);
+
+    tmux.line("/search zanzibar");
+    let screen = tmux.wait_for(&[
+        "search \"zanzibar\": 1 found",
+        "#general bob: a word to find",
+    ]);
+    assert!(screen.contains("Esc closes"), "{screen}");
+    tmux.keys(&["Escape"]);
+    let deadline = Instant::now() + PATIENCE;
+    while tmux.screen().contains("Esc closes") {
+        assert!(Instant::now() < deadline, "the search pane stayed open");
+        thread::sleep(Duration::from_millis(20));
+    }
+    tmux.keys(&["C-d"]);
+    assert_left_cleanly(&tmux, shell.path());
+}
+
+#[test]
 fn over_tls_a_person_trusts_the_certificate_once_chats_and_is_reconnected() {
     let data = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let shell = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
@@ -323,56 +373,6 @@ fn over_tls_a_person_trusts_the_certificate_once_chats_and_is_reconnected() {
     let mut carol = server.join("carol");
     tmux.line("back over TLS");
     carol.expect_line("erin: back over TLS");
-    tmux.keys(&["C-d"]);
-    assert_left_cleanly(&tmux, shell.path());
-}
-
-#[test]
-fn the_full_screen_client_scrolls_back_past_its_first_screen_and_searches() {
-    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let shell = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let server = TestServer::start(data.path(), &["--rate", "0"]);
-    let mut bob = server.join("bob");
-    for i in 1..=150 {
-        bob.send(&format!("old message {i:03}"));
-    }
-    bob.expect_line("bob: old message 150");
-    bob.send("a word to find: zanzibar");
-    bob.expect_line("bob: a word to find: zanzibar");
-    let tmux = Tmux::start(
-        shell.path(),
-        &format!("--port {} --name erin", server.addr.port()),
-    );
-    tmux.wait_for(&["erin │ #general │ connected", "bob: a word to find"]);
-    // The replay holds the last 50; older ones come as the user scrolls.
-    let deadline = Instant::now() + PATIENCE;
-    let mut screen = tmux.screen();
-    while !screen.contains("old message 001") {
-        assert!(
-            Instant::now() < deadline,
-            "never scrolled back to the first message:\n{screen}"
-        );
-        tmux.keys(&["PageUp"]);
-        thread::sleep(Duration::from_millis(50));
-        screen = tmux.screen();
-    }
-    assert!(screen.contains("the start of #general"), "{screen}");
-    assert!(screen.contains("scrolled"), "{screen}");
-    tmux.keys(&["End"]);
-    tmux.wait_for(&["bob: a word to find: zanzibar"]);
-
-    tmux.line("/search zanzibar");
-    let screen = tmux.wait_for(&[
-        "search \"zanzibar\": 1 found",
-        "#general bob: a word to find",
-    ]);
-    assert!(screen.contains("Esc closes"), "{screen}");
-    tmux.keys(&["Escape"]);
-    let deadline = Instant::now() + PATIENCE;
-    while tmux.screen().contains("Esc closes") {
-        assert!(Instant::now() < deadline, "the search pane stayed open");
-        thread::sleep(Duration::from_millis(20));
-    }
     tmux.keys(&["C-d"]);
     assert_left_cleanly(&tmux, shell.path());
 }

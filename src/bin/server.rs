@@ -20,7 +20,9 @@ use chatroom::server::certs::{self, Certificates};
 use chatroom::server::config::Config;
 use chatroom::server::limits;
 use chatroom::server::moderation::{Ban, Bans};
+use chatroom::server::tokens::Tokens;
 use chatroom::server::transport::tls::Tls;
+use chatroom::server::transport::web::{self, Web};
 use chatroom::server::{Listener, Server, Shutdown};
 
 /// A self-hosted chat server: rooms, history, whispers; every message kept in
@@ -103,6 +105,19 @@ struct Args {
     /// Rooms one name may make with /create (admins are not limited).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS_PER_USER)]
     max_rooms_per_user: usize,
+    /// Serve the web page and its WebSocket (/ws) on this port too; 0 takes
+    /// a free one (printed as `listening on HOST:PORT (web)`). With TLS on,
+    /// it serves HTTPS and WSS with the same certificate.
+    #[arg(long)]
+    web_port: Option<u16>,
+    /// Another origin whose pages may open the chat's WebSocket, besides the
+    /// page's own (e.g. https://chat.example.org); may be given again.
+    #[arg(long = "web-origin", value_name = "ORIGIN")]
+    web_origins: Vec<String>,
+    /// Seconds of silence after which a WebSocket is pinged; one that
+    /// answers nothing by the next ping is dropped as gone.
+    #[arg(long, default_value_t = web::PING_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    web_ping_secs: u64,
 }
 
 /// Managing accounts and bans.
@@ -147,6 +162,12 @@ enum Tool {
     },
     /// Lists the bans.
     ListBans,
+    /// Logs a name out of every device that stays logged in (forgets all its
+    /// tokens).
+    RevokeTokens {
+        /// The name.
+        name: String,
+    },
     /// Makes a private certificate authority (once; later runs reuse it) and
     /// a server certificate for the given names, in DATA_DIR/tls/; prints the
     /// fingerprint and the commands that start the server and connect.
@@ -218,6 +239,11 @@ fn main() -> ExitCode {
             tls,
             tls_port: args.tls_port,
             plain_public: args.plain_public,
+            web: args.web_port.map(|port| WebPort {
+                port,
+                origins: args.web_origins,
+                ping_every: Duration::from_secs(args.web_ping_secs),
+            }),
         },
     )
 }
@@ -235,6 +261,14 @@ struct Addresses {
     tls: Option<TlsFiles>,
     tls_port: u16,
     plain_public: bool,
+    web: Option<WebPort>,
+}
+
+/// The web port, as the flags say.
+struct WebPort {
+    port: u16,
+    origins: Vec<String>,
+    ping_every: Duration,
 }
 
 /// Starts the server again with glibc's per-thread caches off (see
@@ -291,6 +325,31 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ExitCode> {
 /// host reachable from the network, plain TCP stays on loopback unless
 /// `--plain-public`.
 fn listen(addresses: &Addresses) -> Result<Bound, ExitCode> {
+    let (mut bound, tls) = listen_chat(addresses)?;
+    if let Some(web) = &addresses.web {
+        let socket = bind(&addresses.host, web.port, " (web)")?;
+        let local = local_addr(&socket)?;
+        if !local.ip().is_loopback() && tls.is_none() {
+            eprintln!(
+                "warning: the web page on {local} is reachable from the network and served without TLS: messages and passwords cross it in clear (add --tls-cert and --tls-key to serve HTTPS)"
+            );
+        }
+        bound.listeners.push(Listener {
+            socket,
+            accept: Arc::new(Web {
+                origins: web.origins.clone(),
+                ping_every: web.ping_every,
+                tls,
+            }),
+        });
+        bound.ready.push(format!("listening on {local} (web)"));
+    }
+    Ok(bound)
+}
+
+/// The chat's own listeners: plain TCP, and TLS if asked for (returned too,
+/// for the web port to serve HTTPS with the same certificate).
+fn listen_chat(addresses: &Addresses) -> Result<(Bound, Option<Arc<Tls>>), ExitCode> {
     let Some(files) = &addresses.tls else {
         let plain = bind(&addresses.host, addresses.port, "")?;
         let local = local_addr(&plain)?;
@@ -299,11 +358,14 @@ fn listen(addresses: &Addresses) -> Result<Bound, ExitCode> {
                 "warning: listening on {local}, which is reachable from the network: anyone who can reach it can connect, and messages and passwords cross it in clear (add accounts with `server add-user` to make it private; add --tls-cert and --tls-key to encrypt)"
             );
         }
-        return Ok(Bound {
-            listeners: vec![Listener::plain(plain)],
-            certificates: None,
-            ready: vec![format!("listening on {local}")],
-        });
+        return Ok((
+            Bound {
+                listeners: vec![Listener::plain(plain)],
+                certificates: None,
+                ready: vec![format!("listening on {local}")],
+            },
+            None,
+        ));
     };
     let certificates = Certificates::open(&files.cert, &files.key).map_err(|e| {
         eprintln!("error: {e}");
@@ -358,11 +420,18 @@ fn listen(addresses: &Addresses) -> Result<Bound, ExitCode> {
         format!("listening on {}", local_addr(&plain)?),
         format!("listening on {secure_local} (tls)"),
     ];
-    Ok(Bound {
-        listeners: vec![Listener::plain(plain), Listener::tls(secure, Arc::new(tls))],
-        certificates: Some(certificates),
-        ready,
-    })
+    let tls = Arc::new(tls);
+    Ok((
+        Bound {
+            listeners: vec![
+                Listener::plain(plain),
+                Listener::tls(secure, Arc::clone(&tls)),
+            ],
+            certificates: Some(certificates),
+            ready,
+        },
+        Some(tls),
+    ))
 }
 
 /// The listeners, the certificate they serve, and the ready lines to print
@@ -506,6 +575,13 @@ fn run_tool(tool: Tool, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
             println!("unbanned {name}");
         }
         Tool::TlsInit { .. } => unreachable!("handled above"),
+        Tool::RevokeTokens { name } => {
+            let gone = Tokens::open(dir).revoke(&name)?;
+            println!(
+                "forgot {gone} token{} of {name}",
+                if gone == 1 { "" } else { "s" }
+            );
+        }
         Tool::ListBans => {
             for ban in bans.list()? {
                 println!(

@@ -67,6 +67,21 @@ pub enum Command<'a> {
     },
     /// `/search WORDS [in ROOM]`.
     Search(&'a str),
+    /// `/token`: a token this device may log in with later.
+    Token,
+    /// `/resume TOKEN`, at the name prompt: log in with a kept token.
+    Resume(&'a str),
+    /// `/logout`: forget this device's token and leave.
+    Logout,
+    /// `/read ROOM ID`: the user has read ROOM up to message ID.
+    Read {
+        /// The room.
+        room: &'a str,
+        /// The last message id read.
+        id: u64,
+    },
+    /// `/unread`: the unread counts, and live ones from now on (JSON).
+    Unread,
 }
 
 /// Messages a `/history` page has when no number is given.
@@ -120,6 +135,13 @@ pub const HELP: &[(&str, &str)] = &[
         "the newest messages with all the words (add: in ROOM)",
     ),
     ("/quit", "leave the chat"),
+    (
+        "/token",
+        "a token to stay logged in on this device (/resume TOKEN)",
+    ),
+    ("/logout", "forget this device's token and leave"),
+    ("/unread", "unread messages and mentions per room"),
+    ("/read ROOM ID", "mark ROOM read up to message ID"),
     (
         "/mode json|text",
         "one JSON object per line, for programs (or back)",
@@ -183,6 +205,17 @@ pub fn parse(line: &str) -> Result<Command<'_>, CommandError> {
             _ => Err(CommandError::Usage("/msg NAME TEXT")),
         },
         "quit" => Ok(Command::Quit),
+        "token" => Ok(Command::Token),
+        "resume" => one_arg("/resume TOKEN").map(Command::Resume),
+        "logout" => Ok(Command::Logout),
+        "unread" => Ok(Command::Unread),
+        "read" => match args.split_whitespace().collect::<Vec<_>>()[..] {
+            [room, id] => match id.parse::<u64>() {
+                Ok(id) => Ok(Command::Read { room, id }),
+                Err(_) => Err(CommandError::Usage("/read ROOM ID")),
+            },
+            _ => Err(CommandError::Usage("/read ROOM ID")),
+        },
         "kick" | "ban" => {
             let usage = if word_lower == "kick" {
                 "/kick NAME [reason]"

@@ -17,6 +17,7 @@ use crate::server::moderation::{Bans, LoginFailures, Mutes};
 use crate::server::outbox::Flushers;
 use crate::server::registry::Registry;
 use crate::server::store::Request;
+use crate::server::tokens::Tokens;
 
 /// What client threads share.
 pub struct Context {
@@ -32,6 +33,8 @@ pub struct Context {
     pub(crate) accounts: Accounts,
     /// Who may not.
     pub(crate) bans: Bans,
+    /// The devices that stay logged in.
+    pub(crate) tokens: Tokens,
     /// Who may read but not talk.
     pub(crate) mutes: Mutes,
     /// Failed logins per address.

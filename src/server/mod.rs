@@ -31,9 +31,9 @@
 //! [`context`] is what the client threads share; [`limits`] names every
 //! bound; [`config`] holds what the flags set; [`table`] keeps the small CSV
 //! tables (`accounts.csv`, `bans.csv`) that are rewritten atomically;
-//! [`certs`] reads, reloads and makes (`tls-init`) the TLS certificate;
 //! [`datafile`] writes the store's files a batch at a time and cuts back a
 //! batch that failed; [`lock`] keeps a second server off the data directory;
+//! [`certs`] reads, reloads and makes (`tls-init`) the TLS certificate;
 //! [`stack`] is the one module with `unsafe` code.
 
 use std::collections::HashMap;
@@ -57,7 +57,9 @@ use crate::server::moderation::{Bans, LoginFailures, Mutes};
 use crate::server::outbox::Flushers;
 use crate::server::registry::{Registry, RoomLimits};
 use crate::server::store::{Recovered, Request, Store, StoreError, StoreOptions};
+use crate::server::tokens::Tokens;
 use crate::server::transport::Accept;
+use crate::server::unread::Reads;
 
 pub mod accept;
 pub mod accounts;
@@ -76,7 +78,9 @@ pub mod session;
 pub mod stack;
 pub mod store;
 pub mod table;
+pub mod tokens;
 pub mod transport;
+pub mod unread;
 
 /// A bound listening socket and the kind of connection it hands out.
 pub struct Listener {
@@ -171,14 +175,17 @@ impl Server {
         } = self;
         let index = Arc::new(Index::start(&config.data_dir)?);
         store.set_feed(index.feed());
+        let reads = Arc::new(Reads::open(&config.data_dir));
         let registry = Arc::new(
-            Registry::new(recovered.rooms, config.history, config.announce_limit).with_room_limits(
-                RoomLimits {
-                    rooms: config.max_rooms,
-                    per_user: config.max_rooms_per_user,
-                },
-                recovered.creators,
-            ),
+            Registry::new(recovered.rooms, config.history, config.announce_limit)
+                .with_reads(Arc::clone(&reads))
+                .with_room_limits(
+                    RoomLimits {
+                        rooms: config.max_rooms,
+                        per_user: config.max_rooms_per_user,
+                    },
+                    recovered.creators,
+                ),
         );
         if let Some(room) = &config.default_room {
             registry.ensure_room(room);
@@ -195,6 +202,7 @@ impl Server {
             per_ip: Mutex::new(HashMap::new()),
             accounts: Accounts::open(&data_dir),
             bans: Bans::open(&data_dir),
+            tokens: Tokens::open(&data_dir),
             mutes: Mutes::default(),
             failures: LoginFailures::new(LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW),
             flushers: Flushers::start(FLUSHERS)?,
@@ -203,6 +211,7 @@ impl Server {
         });
         // Every client thread holds a clone; when all are dropped, all are done.
         let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
+        let reads_writer = write_reads_behind(Arc::clone(&reads), context.stopping.clone())?;
 
         accept::accept_loop(
             &listeners,
@@ -239,6 +248,8 @@ impl Server {
             log::warn!("some clients were not sent everything before exit");
         }
         context.flushers.stop();
+        // It writes the marks a last time as it ends.
+        let _ = reads_writer.join();
         match ended {
             Ok(Ok(())) => Ok(()),
             Ok(Err(what)) => Err(io::Error::other(format!(
@@ -247,4 +258,27 @@ impl Server {
             Err(_) => Err(io::Error::other("the store thread panicked")),
         }
     }
+}
+
+/// How often the read marks are written to `reads.csv` when they changed.
+const READS_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Starts the thread that writes the read marks behind, until `stopping`
+/// closes: marking a room read costs a client no disk write.
+fn write_reads_behind(
+    reads: Arc<Reads>,
+    stopping: crossbeam_channel::Receiver<()>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("reads".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopping.recv_timeout(READS_EVERY) {
+                if let Err(e) = reads.flush() {
+                    log::warn!("{e}: read marks not saved yet; trying again");
+                }
+            }
+            if let Err(e) = reads.flush() {
+                log::error!("{e}: the last read marks were not saved");
+            }
+        })
 }

@@ -601,7 +601,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let connection = Tcp.open(server, peer, Instant::now(), 4096).unwrap();
-        (connection.output, client)
+        (connection.unwrap().output, client)
     }
 
     #[test]

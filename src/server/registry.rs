@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::format::{self, Line, Page, RoomInfo, UserInfo};
 use crate::names::{self, NameError};
 use crate::server::outbox::Outbox;
+use crate::server::unread::{self, Reads, Recent};
 
 /// A connection's number: the number of the server thread that serves it.
 pub type ClientId = u64;
@@ -36,6 +37,8 @@ struct Room {
     history: VecDeque<(u64, Line)>,
     /// The id of the room's last message (0: none yet).
     last_id: u64,
+    /// The last messages' ids, senders and mentions, for unread counts.
+    recent: Recent,
 }
 
 impl Room {
@@ -45,6 +48,7 @@ impl Room {
             members: Arc::new(Vec::new()),
             history: VecDeque::new(),
             last_id: 0,
+            recent: Recent::default(),
         }
     }
 
@@ -80,6 +84,8 @@ struct Client {
     ip: IpAddr,
     /// Not held to the limit on rooms per user (admins).
     unlimited: bool,
+    /// Follows unread counts (`/unread`).
+    unread: bool,
 }
 
 #[derive(Default)]
@@ -173,6 +179,15 @@ impl Announcement {
     }
 }
 
+/// A room message as it was written, for the unread counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Said<'a> {
+    /// Who said it.
+    pub sender: &'a str,
+    /// What was said.
+    pub text: &'a str,
+}
+
 /// A connection whose name another login took over.
 pub struct Taken {
     /// The connection.
@@ -210,6 +225,8 @@ pub struct Registry {
     history: usize,
     announce_limit: usize,
     limits: RoomLimits,
+    /// Everyone's read marks; none: no unread counts (benchmarks).
+    reads: Option<Arc<Reads>>,
 }
 
 impl Registry {
@@ -246,7 +263,14 @@ impl Registry {
                 rooms: usize::MAX,
                 per_user: usize::MAX,
             },
+            reads: None,
         }
+    }
+
+    /// The same registry keeping unread counts with these read marks.
+    pub fn with_reads(mut self, reads: Arc<Reads>) -> Registry {
+        self.reads = Some(reads);
+        self
     }
 
     /// The same registry with limits on `/create`; `creators` names who made
@@ -296,6 +320,7 @@ impl Registry {
                 outbox,
                 ip,
                 unlimited: false,
+                unread: false,
             },
         );
     }
@@ -538,11 +563,20 @@ impl Registry {
     /// Records a message in its room's history and queues it to every member
     /// but its sender (who is given it by the store wherever they are now).
     /// Returns how many members it was queued to. Creates the room if needed.
-    pub fn deliver_to_room(&self, room: &str, id: u64, line: Line, sender: ClientId) -> usize {
+    pub fn deliver_to_room(
+        &self,
+        room: &str,
+        id: u64,
+        line: Line,
+        sender: ClientId,
+        said: Option<Said<'_>>,
+    ) -> usize {
         let mut inner = self.lock();
+        let inner = &mut *inner;
+        let key = names::fold(room);
         let room = inner
             .rooms
-            .entry(names::fold(room))
+            .entry(key.clone())
             .or_insert_with(|| Room::new(room));
         room.last_id = room.last_id.max(id);
         if self.history > 0 {
@@ -552,9 +586,70 @@ impl Registry {
             room.history.push_back((id, line.clone()));
         }
         let members = Arc::clone(&room.members);
-        drop(inner);
+        // Unread counts: remember the message, then tell those who follow
+        // counts and have read this room before.
+        let mut counts = Vec::new();
+        if let (Some(reads), Some(said)) = (&self.reads, said) {
+            let mentioned: Vec<String> = unread::words(said.text)
+                .into_iter()
+                .filter(|w| inner.names.contains_key(w) || reads.knows(w))
+                .collect();
+            room.recent.push(id, said.sender, mentioned);
+            let room_name = Arc::clone(&room.name);
+            for client in inner.clients.values().filter(|c| c.unread) {
+                let Some(name) = &client.name else { continue };
+                let Some(mark) = reads.mark_of(name, &key) else {
+                    continue;
+                };
+                let (unread, mentions) = room.recent.count(&names::fold(name), mark);
+                counts.push((
+                    client.outbox.clone(),
+                    format::unread(&[(Arc::clone(&room_name), unread, mentions)], false),
+                ));
+            }
+        }
         tell(&members, sender, &line);
+        for (outbox, line) in counts {
+            outbox.send(line);
+        }
         members.len()
+    }
+
+    /// Marks `room` read by the client up to message `id`; its counts now.
+    pub fn mark_read(&self, id: ClientId, room: &str, upto: u64) -> Option<Line> {
+        let reads = self.reads.as_ref()?;
+        let inner = self.lock();
+        let name = inner.clients.get(&id)?.name.clone()?;
+        let room = inner.rooms.get(&names::fold(room))?;
+        reads.mark(&name, &room.name, upto);
+        let mark = reads.mark_of(&name, &room.name)?;
+        let (unread, mentions) = room.recent.count(&names::fold(&name), mark);
+        Some(format::unread(
+            &[(Arc::clone(&room.name), unread, mentions)],
+            true,
+        ))
+    }
+
+    /// Counts of every room the client has read before, and from now on a
+    /// new count whenever a message arrives in one of them.
+    pub fn follow_unread(&self, id: ClientId) -> Option<Line> {
+        let reads = self.reads.as_ref()?;
+        let mut inner = self.lock();
+        let client = inner.clients.get_mut(&id)?;
+        client.unread = true;
+        let name = client.name.clone()?;
+        let user = names::fold(&name);
+        let mut rooms: Vec<(Arc<str>, usize, usize)> = reads
+            .marks_of(&name)
+            .into_iter()
+            .filter_map(|(room, mark)| {
+                let room = inner.rooms.get(&names::fold(&room))?;
+                let (unread, mentions) = room.recent.count(&user, mark);
+                Some((Arc::clone(&room.name), unread, mentions))
+            })
+            .collect();
+        rooms.sort_by_key(|(room, ..)| names::fold(room));
+        Some(format::unread(&rooms, true))
     }
 
     /// The outbox and exact name of the user with this name (any case).

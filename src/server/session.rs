@@ -43,7 +43,9 @@ pub(crate) fn serve(
     let max_line = context.config.max_line;
     let deadline = Instant::now() + context.config.name_timeout;
     let connection = match accept.open(stream, addr, deadline, max_line) {
-        Ok(connection) => connection,
+        Ok(Some(connection)) => connection,
+        // Served without a session (the web page): no chat, no rows.
+        Ok(None) => return,
         Err(e) => {
             log::info!(
                 "{addr} dropped: its {} connection did not open: {e}",
@@ -54,6 +56,7 @@ pub(crate) fn serve(
             return;
         }
     };
+    let mut input = connection.input;
     let outbox = match context
         .flushers
         .outbox(connection.output, context.config.outbox_bytes(), id)
@@ -66,6 +69,8 @@ pub(crate) fn serve(
             return;
         }
     };
+    let for_input = outbox.clone();
+    input.attach(Box::new(move |line| for_input.send(line)));
     context.registry.connect(id, outbox.clone(), addr.ip());
     log::info!("connect {} port {} thread {id}", addr.ip(), addr.port());
     let limit = RateLimit::new(
@@ -82,13 +87,18 @@ pub(crate) fn serve(
         role: Role::Member,
         limit,
         slowed: false,
+        token: None,
         gone: false,
         _slot: slot,
         _alive: alive,
     };
     session.event("connect");
-    session.run(connection.input);
+    session.run(input);
 }
+
+/// Said of a WebSocket message that held a line break.
+const LINE_BREAK_REFUSED: &str =
+    "a message may not hold a line break: send one line per message; it was not sent";
 
 /// Records an event of a connection that never became a session.
 fn record(context: &Context, addr: SocketAddr, id: ClientId, event: &str) {
@@ -114,6 +124,8 @@ struct Session {
     limit: RateLimit,
     /// Told that its lines are being slowed, and not calm since.
     slowed: bool,
+    /// The token this connection logged in with or was given, for `/logout`.
+    token: Option<String>,
     /// Already taken out of the registry (after `/quit`).
     gone: bool,
     _slot: Slot,
@@ -164,6 +176,10 @@ impl Session {
                 }
                 Ok(Some(Line::NotUtf8)) => {
                     self.error("that line was not valid UTF-8 text; it was not sent");
+                    Next::Continue
+                }
+                Ok(Some(Line::HasLineBreak)) => {
+                    self.error(LINE_BREAK_REFUSED);
                     Next::Continue
                 }
                 Ok(None) => return,
@@ -223,14 +239,19 @@ impl Session {
                 Ok(typed) => typed,
                 Err(end) => return self.login_ended(end, timeout),
             };
-            // A program may ask for JSON lines before it names itself.
-            if let Ok(Command::Mode(json)) = command::parse(typed.trim()) {
-                self.outbox.set_json(json);
-                self.outbox.send(format::mode(json));
-                self.outbox.send(format::name_prompt());
-                continue;
-            }
-            let refused = match self.take_name(&typed, reader, deadline) {
+            // A program may ask for JSON lines before it names itself, or
+            // log in with a token it kept.
+            let attempt = match command::parse(typed.trim()) {
+                Ok(Command::Mode(json)) => {
+                    self.outbox.set_json(json);
+                    self.outbox.send(format::mode(json));
+                    self.outbox.send(format::name_prompt());
+                    continue;
+                }
+                Ok(Command::Resume(token)) => self.resume(token),
+                _ => self.take_name(&typed, reader, deadline),
+            };
+            let refused = match attempt {
                 Ok(()) => return true,
                 Err(Refusal::Say(why)) => why,
                 Err(Refusal::WrongPassword) => {
@@ -269,6 +290,10 @@ impl Session {
                 }
                 Ok(Some(Line::NotUtf8)) => {
                     self.error("that line was not UTF-8 text");
+                    self.outbox.send(prompt());
+                }
+                Ok(Some(Line::HasLineBreak)) => {
+                    self.error(LINE_BREAK_REFUSED);
                     self.outbox.send(prompt());
                 }
                 Ok(None) => return Err(LoginEnd::Left),
@@ -336,30 +361,7 @@ impl Session {
                 return Err(Refusal::End(LoginEnd::Left));
             }
             self.role = account.role;
-            let (name, taken) = registry
-                .take_name(self.id, &account.name)
-                .map_err(|_| Refusal::Say(format!("{} is online already", account.name)))?;
-            if let Some(Taken {
-                id: old,
-                outbox,
-                told,
-            }) = taken
-            {
-                // The right password wins: the older connection may be a
-                // laptop that went to sleep and holds the name for nothing.
-                log::info!(
-                    "{name} logged in again from {} port {}; closing their older connection (thread {old})",
-                    self.addr.ip(),
-                    self.addr.port()
-                );
-                outbox.send(format::error(
-                    "you logged in again from another connection; this one is closed",
-                ));
-                outbox.close();
-                outbox.stop_reading();
-                self.announce(told);
-            }
-            name
+            self.take_over(&account.name)?
         } else if wanted.is_empty() {
             loop {
                 let n = context.guests.fetch_add(1, Ordering::Relaxed);
@@ -380,6 +382,82 @@ impl Session {
                 .claim_name(self.id, wanted)
                 .map_err(|e| Refusal::Say(e.to_string()))?
         };
+        self.enter_chat(name);
+        Ok(())
+    }
+
+    /// Logs in with a token a device kept (`/resume TOKEN`), as the name it
+    /// was made for, without a password.
+    fn resume(&mut self, token: &str) -> Result<(), Refusal> {
+        let context = Arc::clone(&self.context);
+        let stale =
+            || Refusal::Say("that token is not valid (any more); log in with your name".into());
+        let unreadable = |e: &dyn std::fmt::Display| {
+            log::error!("cannot check a token: {e}");
+            Refusal::Say("the server cannot check tokens right now; try again later".into())
+        };
+        let Some(name) = context.tokens.name_of(token).map_err(|e| unreadable(&e))? else {
+            self.login_failed("");
+            return Err(stale());
+        };
+        let private = context.accounts.is_private().map_err(|e| unreadable(&e))?;
+        if private {
+            // An account removed since keeps no token alive.
+            let Some(account) = context.accounts.find(&name).map_err(|e| unreadable(&e))? else {
+                return Err(stale());
+            };
+            self.role = account.role;
+        }
+        let ban = context.bans.of_name(&name).map_err(|e| unreadable(&e))?;
+        if let Some(ban) = ban {
+            self.event_named("login-refused", &name);
+            self.error(format_args!(
+                "you are banned from this server{}",
+                because(&ban.reason)
+            ));
+            return Err(Refusal::End(LoginEnd::Left));
+        }
+        let name = self.take_over(&name)?;
+        self.token = Some(token.trim().to_string());
+        self.enter_chat(name);
+        Ok(())
+    }
+
+    /// Claims `name` for this connection, taking it over from a connection
+    /// that holds it (the right password or a token wins: the older
+    /// connection may be a laptop that went to sleep).
+    fn take_over(&mut self, name: &str) -> Result<Arc<str>, Refusal> {
+        let (name, taken) = self
+            .context
+            .registry
+            .take_name(self.id, name)
+            .map_err(|_| Refusal::Say(format!("{name} is online already")))?;
+        if let Some(Taken {
+            id: old,
+            outbox,
+            told,
+        }) = taken
+        {
+            log::info!(
+                "{name} logged in again from {} port {}; closing their older connection (thread {old})",
+                self.addr.ip(),
+                self.addr.port()
+            );
+            outbox.send(format::error(
+                "you logged in again from another connection; this one is closed",
+            ));
+            outbox.close();
+            outbox.stop_reading();
+            self.announce(told);
+        }
+        Ok(name)
+    }
+
+    /// The name is this connection's: record the login, welcome the user and
+    /// put them in the default room.
+    fn enter_chat(&mut self, name: Arc<str>) {
+        let context = Arc::clone(&self.context);
+        let registry = &context.registry;
         self.name = Some(Arc::clone(&name));
         log::info!(
             "login {} port {} thread {} {name}",
@@ -406,7 +484,6 @@ impl Session {
                 self.outbox.send(format::you_are_in(None, "are", 0, None));
             }
         }
-        Ok(())
     }
 
     /// A wrong name or password: recorded, and answered only after a pause
@@ -526,6 +603,47 @@ impl Session {
             Command::History { before, count } => self.history(before, count),
             Command::Search(words) => self.search(words),
             Command::Quit => {
+                self.quit();
+                return Next::Quit;
+            }
+            Command::Token => {
+                if let Some(name) = self.name.clone() {
+                    match self.context.tokens.issue(&name) {
+                        Ok(token) => {
+                            self.outbox.send(format::token(&name, &token));
+                            self.token = Some(token);
+                        }
+                        Err(e) => {
+                            log::error!("cannot keep a token: {e}");
+                            self.error("the server cannot keep a token right now; try again later");
+                        }
+                    }
+                }
+            }
+            Command::Resume(_) => self.error("you are logged in already"),
+            Command::Unread => match registry.follow_unread(self.id) {
+                Some(line) => {
+                    self.outbox.send(line);
+                }
+                None => self.error("this server keeps no unread counts"),
+            },
+            Command::Read { room, id } => match names::room_name(room) {
+                Err(e) => self.error(e),
+                Ok(room) => match registry.mark_read(self.id, room, id) {
+                    Some(line) => {
+                        self.outbox.send(line);
+                    }
+                    None => self.error(format_args!(
+                        "there is no room #{room}; /list shows the rooms"
+                    )),
+                },
+            },
+            Command::Logout => {
+                if let Some(token) = self.token.take()
+                    && let Err(e) = self.context.tokens.forget(&token)
+                {
+                    log::error!("cannot forget a token: {e}");
+                }
                 self.quit();
                 return Next::Quit;
             }

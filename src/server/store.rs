@@ -45,7 +45,7 @@ use crate::server::index::{Feed, Written};
 use crate::server::limits::{STORE_BATCH, STORE_BATCH_BYTES, STORE_QUEUE};
 use crate::server::lock::DirLock;
 use crate::server::outbox::Outbox;
-use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory};
+use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory, Said};
 
 /// The file that remembers the next message id, so that ids carry on after
 /// `messages.csv` was archived or rotated.
@@ -652,12 +652,23 @@ fn deliver(request: Request, line: Prepared, fate: Fate, registry: &Registry) {
     match request {
         Request::Say {
             room,
+            sender,
+            text,
             from_id,
             from,
             ..
         } => match (fate, line) {
             (Fate::Saved, Prepared::Chat(id, line)) => {
-                registry.deliver_to_room(&room, id, line.clone(), from_id);
+                registry.deliver_to_room(
+                    &room,
+                    id,
+                    line.clone(),
+                    from_id,
+                    Some(Said {
+                        sender: &sender,
+                        text: &text,
+                    }),
+                );
                 from.send(line);
             }
             (Fate::Damaged, _) => {

@@ -34,7 +34,7 @@
 //!
 //! [`Outbox`]: crate::server::outbox::Outbox
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
@@ -45,6 +45,7 @@ use crate::wire;
 
 pub mod tcp;
 pub mod tls;
+pub mod web;
 
 /// A kind of connection a listener hands out: plain TCP, TLS, WebSocket.
 pub trait Accept: Send + Sync {
@@ -53,14 +54,16 @@ pub trait Accept: Send + Sync {
 
     /// Makes a connection of the stream a listener accepted from `peer`. Runs
     /// on the client's own thread; a handshake gives up at `deadline`.
-    /// `max_line` bounds the lines its [`Input`] returns.
+    /// `max_line` bounds the lines its [`Input`] returns. `Ok(None)` when
+    /// the connection was served without becoming a chat session (a request
+    /// for the web page).
     fn open(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
         deadline: Instant,
         max_line: usize,
-    ) -> io::Result<Connection>;
+    ) -> io::Result<Option<Connection>>;
 
     /// Tells a connection it is turned away (server full, too many from its
     /// address, ...) and closes it, without waiting on it: runs on the accept
@@ -97,6 +100,12 @@ pub trait Input: Send {
 
     /// How long reads may wait from now on.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Gives the input a way to queue bytes of its own in the connection's
+    /// outbox, in order with everything else sent (a WebSocket answers pings
+    /// and closes this way). Called once the outbox exists; plain TCP needs
+    /// none.
+    fn attach(&mut self, _send: Box<dyn Fn(Line) -> bool + Send>) {}
 }
 
 /// The writing half of a connection, shared by its outbox, its flusher and
@@ -135,4 +144,57 @@ pub trait Output: Send + Sync {
 
     /// Ends reading (waking the client's thread), writing, or both.
     fn shutdown(&self, how: Shutdown);
+}
+
+/// A connection's bytes below any framing of lines or frames: plain TCP, or
+/// TLS once its handshake is done. The web port builds HTTP and WebSocket on
+/// it, so that it serves HTTPS and WSS with the TLS listener's certificate.
+///
+/// Promises: as [`Input`] for `read` (one reader, the client's thread;
+/// blocking up to the read timeout; woken by `shutdown(Read)`), as
+/// [`Output`] for `send`, `pending` and `shutdown` (never blocking).
+pub trait Stream: Send + Sync {
+    /// The socket, to wait for room to write.
+    fn socket(&self) -> BorrowedFd<'_>;
+
+    /// Reads what the peer sent (plaintext); 0 at the end.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// How long reads may wait from now on.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Writes as much of `slices` as the connection takes now; the bytes
+    /// taken (a `WouldBlock` error when none and the socket is full).
+    fn send(&self, slices: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// True while bytes taken still wait inside the stream (TLS records).
+    fn pending(&self) -> bool {
+        false
+    }
+
+    /// Ends reading, writing, or both.
+    fn shutdown(&self, how: Shutdown);
+}
+
+/// The slices of the renderings of `lines`, the first from byte `offset` on
+/// (at most `UIO_MAXIOV` of them): what one write of a batch sends.
+pub fn slices<'a>(
+    lines: &'a [Line],
+    offset: usize,
+    render: impl Fn(&'a Line) -> &'a [u8],
+) -> Vec<IoSlice<'a>> {
+    const MAX_SLICES: usize = 1024;
+    let mut slices = Vec::with_capacity(lines.len().min(MAX_SLICES));
+    for (i, line) in lines.iter().take(MAX_SLICES).enumerate() {
+        let bytes = render(line);
+        let bytes = if i == 0 {
+            &bytes[offset.min(bytes.len())..]
+        } else {
+            bytes
+        };
+        if !bytes.is_empty() {
+            slices.push(IoSlice::new(bytes));
+        }
+    }
+    slices
 }

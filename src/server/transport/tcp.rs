@@ -10,12 +10,9 @@ use std::time::{Duration, Instant};
 
 use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
 
-use super::{Accept, Connection, Input, Output};
+use super::{Accept, Connection, Input, Output, Stream, slices};
 use crate::format::Line;
 use crate::wire::{self, LineReader};
-
-/// Lines a flusher writes in one `sendmsg` at most (`UIO_MAXIOV` is 1024).
-const MAX_SLICES: usize = 1024;
 
 /// Plain TCP connections.
 pub struct Tcp;
@@ -31,14 +28,36 @@ impl Accept for Tcp {
         _peer: SocketAddr,
         _deadline: Instant,
         max_line: usize,
-    ) -> io::Result<Connection> {
+    ) -> io::Result<Option<Connection>> {
         let stream = Arc::new(stream);
-        Ok(Connection {
+        Ok(Some(Connection {
             input: Box::new(TcpInput {
                 lines: LineReader::new(Socket(Arc::clone(&stream)), max_line),
             }),
             output: Arc::new(TcpOutput { stream }),
-        })
+        }))
+    }
+}
+
+impl Stream for TcpStream {
+    fn socket(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(&mut &*self, buf)
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn send(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        send_slices(self.as_fd(), slices)
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        let _ = TcpStream::shutdown(self, how);
     }
 }
 
@@ -47,7 +66,7 @@ struct Socket(Arc<TcpStream>);
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+        (*self.0).read(buf)
     }
 }
 
@@ -99,25 +118,18 @@ pub fn send_lines<'a>(
     offset: usize,
     render: impl Fn(&'a Line) -> &'a [u8],
 ) -> io::Result<usize> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(lines.len().min(MAX_SLICES));
-    for (i, line) in lines.iter().take(MAX_SLICES).enumerate() {
-        let bytes = render(line);
-        let bytes = if i == 0 {
-            &bytes[offset.min(bytes.len())..]
-        } else {
-            bytes
-        };
-        if !bytes.is_empty() {
-            slices.push(IoSlice::new(bytes));
-        }
-    }
+    send_slices(socket, &slices(lines, offset, render))
+}
+
+/// Writes `slices` with one non-blocking `sendmsg`; the bytes taken.
+pub fn send_slices(socket: BorrowedFd<'_>, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     if slices.is_empty() {
         return Ok(0);
     }
     loop {
         match sendmsg(
             socket,
-            &slices,
+            slices,
             &mut SendAncillaryBuffer::default(),
             SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
         ) {

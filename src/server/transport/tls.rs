@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, recv, send, sendmsg};
 use rustls::{ServerConfig, ServerConnection};
 
-use super::{Accept, Connection, Input, Output};
+use super::{Accept, Connection, Input, Output, Stream, slices};
 use crate::format::Line;
 use crate::server::certs::{self, Certificates};
 use crate::server::limits::READER_STACK;
@@ -43,9 +43,6 @@ use crate::wire::{self, LineReader};
 /// Plaintext and records rustls may hold per connection: a batch of lines
 /// in flight to a slow socket, and no more (the outbox holds the rest).
 const TLS_BUFFER: usize = 64 * 1024;
-
-/// Lines encrypted in one write at most (`UIO_MAXIOV` is 1024).
-const MAX_SLICES: usize = 1024;
 
 /// TLS connections, with the server's certificate.
 pub struct Tls {
@@ -76,6 +73,25 @@ impl Tls {
     /// The certificate these connections are served.
     pub fn certificates(&self) -> &Arc<Certificates> {
         &self.certificates
+    }
+
+    /// Runs the handshake on `stream` (blocking, until `deadline`) and gives
+    /// the encrypted connection as a plain byte stream, for the web port to
+    /// speak HTTP and WebSocket in.
+    pub fn open_stream(&self, stream: TcpStream, deadline: Instant) -> io::Result<Arc<dyn Stream>> {
+        Ok(self.handshake(stream, deadline)?)
+    }
+
+    fn handshake(&self, mut stream: TcpStream, deadline: Instant) -> io::Result<Arc<Shared>> {
+        let mut tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
+        tls.set_buffer_limit(Some(TLS_BUFFER));
+        handshake(&mut tls, &mut stream, deadline)?;
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
+        Ok(Arc::new(Shared {
+            socket: stream,
+            tls: Mutex::new(tls),
+        }))
     }
 }
 
@@ -145,21 +161,13 @@ impl Accept for Tls {
 
     fn open(
         &self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         _peer: SocketAddr,
         deadline: Instant,
         max_line: usize,
-    ) -> io::Result<Connection> {
-        let mut tls = ServerConnection::new(Arc::clone(&self.config)).map_err(io::Error::other)?;
-        tls.set_buffer_limit(Some(TLS_BUFFER));
-        handshake(&mut tls, &mut stream, deadline)?;
-        stream.set_read_timeout(None)?;
-        stream.set_write_timeout(None)?;
-        let shared = Arc::new(Shared {
-            socket: stream,
-            tls: Mutex::new(tls),
-        });
-        Ok(Connection {
+    ) -> io::Result<Option<Connection>> {
+        let shared = self.handshake(stream, deadline)?;
+        Ok(Some(Connection {
             input: Box::new(TlsInput {
                 lines: LineReader::new(
                     Plaintext {
@@ -169,7 +177,7 @@ impl Accept for Tls {
                 ),
             }),
             output: Arc::new(TlsOutput { shared }),
-        })
+        }))
     }
 
     /// A TLS client can only read the `! ` line inside TLS, so the refusal
@@ -320,59 +328,103 @@ struct Plaintext {
     shared: Arc<Shared>,
 }
 
-impl Plaintext {
-    /// Waits, without any lock, until ciphertext (or the end) can be read.
-    /// Returns false at the end of the stream.
-    fn wait_readable(&self) -> io::Result<bool> {
-        let mut byte = [0u8; 1];
-        loop {
-            match recv(self.shared.fd(), &mut byte, RecvFlags::PEEK) {
-                Ok((n, _)) => return Ok(n > 0),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
+/// Waits, without any lock, until ciphertext (or the end) can be read.
+/// Returns false at the end of the stream.
+fn wait_readable(shared: &Shared) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    loop {
+        match recv(shared.fd(), &mut byte, RecvFlags::PEEK) {
+            Ok((n, _)) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 impl Read for Plaintext {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            {
-                let mut tls = self.shared.lock();
-                match tls.reader().read(&mut *buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // Closed without close_notify: the end, as over TCP.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                    Err(e) => return Err(e),
-                }
-            }
-            if !self.wait_readable()? {
-                return Ok(0);
-            }
-            let fd = self.shared.fd();
-            let mut tls = self.shared.lock();
-            loop {
-                match tls.read_tls(&mut NonBlocking(fd)) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        let state = tls.process_new_packets();
-                        // Whatever rustls must answer (a key update, an alert).
-                        let sent = send_records(&mut tls, fd);
-                        let state =
-                            state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                        sent?;
-                        if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+        read_plaintext(&self.shared, buf)
+    }
+}
+
+/// Reads plaintext: waits for ciphertext without any lock, then locks the
+/// state to take it in and read what it decrypts to.
+fn read_plaintext(shared: &Shared, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        {
+            let mut tls = shared.lock();
+            match tls.reader().read(&mut *buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Closed without close_notify: the end, as over TCP.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
             }
         }
+        if !wait_readable(shared)? {
+            return Ok(0);
+        }
+        let fd = shared.fd();
+        let mut tls = shared.lock();
+        loop {
+            match tls.read_tls(&mut NonBlocking(fd)) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let state = tls.process_new_packets();
+                    // Whatever rustls must answer (a key update, an alert).
+                    let sent = send_records(&mut tls, fd);
+                    let state = state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    sent?;
+                    if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Stream for Shared {
+    fn socket(&self) -> BorrowedFd<'_> {
+        self.fd()
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        read_plaintext(self, buf)
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket.set_read_timeout(timeout)
+    }
+
+    fn send(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        let fd = self.fd();
+        let mut tls = self.lock();
+        if !send_records(&mut tls, fd)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if slices.is_empty() {
+            return Ok(0);
+        }
+        let taken = tls.writer().write_vectored(slices)?;
+        send_records(&mut tls, fd)?;
+        Ok(taken)
+    }
+
+    fn pending(&self) -> bool {
+        self.lock().wants_write()
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        if how != Shutdown::Read {
+            let mut tls = self.lock();
+            tls.send_close_notify();
+            let _ = send_records(&mut tls, self.fd());
+        }
+        let _ = self.socket.shutdown(how);
     }
 }
 
@@ -406,41 +458,16 @@ impl Output for TlsOutput {
     }
 
     fn write(&self, lines: &[Line], offset: usize, json: bool) -> io::Result<usize> {
-        let fd = self.shared.fd();
-        let mut tls = self.shared.lock();
-        if !send_records(&mut tls, fd)? {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(lines.len().min(MAX_SLICES));
-        for (i, line) in lines.iter().take(MAX_SLICES).enumerate() {
-            let bytes = line.for_mode(json).as_bytes();
-            let bytes = if i == 0 {
-                &bytes[offset.min(bytes.len())..]
-            } else {
-                bytes
-            };
-            if !bytes.is_empty() {
-                slices.push(IoSlice::new(bytes));
-            }
-        }
-        if slices.is_empty() {
-            return Ok(0);
-        }
-        let taken = tls.writer().write_vectored(&slices)?;
-        send_records(&mut tls, fd)?;
-        Ok(taken)
+        self.shared.send(&slices(lines, offset, |line| {
+            line.for_mode(json).as_bytes()
+        }))
     }
 
     fn pending(&self) -> bool {
-        self.shared.lock().wants_write()
+        Stream::pending(&*self.shared)
     }
 
     fn shutdown(&self, how: Shutdown) {
-        if how != Shutdown::Read {
-            let mut tls = self.shared.lock();
-            tls.send_close_notify();
-            let _ = send_records(&mut tls, self.shared.fd());
-        }
-        let _ = self.shared.socket.shutdown(how);
+        Stream::shutdown(&*self.shared, how);
     }
 }
