@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -271,24 +271,81 @@ fn a_damaged_bans_file_lets_no_banned_name_in_and_bans_still_work() {
 
 // 4. Lines queued for a closing client are written before the goodbye.
 
-/// Room for a backlog of some 20 MB in a client's queue: more than the
-/// kernel's socket buffers hold on loopback (about 10 MB when the client does
-/// not read), so that the server's own queue has lines waiting.
-const BIG_QUEUE: [&str; 4] = ["--rate", "0", "--history", "4000"];
+/// Flood control off, and room in a client's queue for a backlog of some
+/// megabytes.
+const BIG_QUEUE: [&str; 4] = ["--rate", "0", "--history", "1000"];
+
+/// Messages the talker sends while the reader reads nothing: 1,500 of 3 KB,
+/// more than the kernel's buffers hold for a reader with a small receive
+/// buffer (about 1 MB on loopback), so that the rest waits in the server's
+/// own queue for that client.
+const BACKLOG: usize = 1500;
+
+/// A connection whose receive buffer is a few kilobytes from the start (set
+/// before connecting, so the window is small too).
+fn small_reader(addr: SocketAddr) -> TcpStream {
+    let family = if addr.is_ipv4() {
+        rustix::net::AddressFamily::INET
+    } else {
+        rustix::net::AddressFamily::INET6
+    };
+    let socket = rustix::net::socket(family, rustix::net::SocketType::STREAM, None).unwrap();
+    rustix::net::sockopt::set_socket_recv_buffer_size(&socket, 4096).unwrap();
+    rustix::net::connect(&socket, &addr).unwrap();
+    TcpStream::from(socket)
+}
+
+/// `name` logged in on a small reader that then reads nothing, and a talker
+/// who saw it arrive; the talker's echoes are read (and dropped) on a thread
+/// of their own.
+fn reader_and_talker(server: &TestServer, name: &str) -> (TcpStream, Client) {
+    let reader = small_reader(server.addr);
+    (&reader).write_all(format!("{name}\n").as_bytes()).unwrap();
+    let mut talker = server.join("talker");
+    let deadline = Instant::now() + PATIENCE;
+    while !talker
+        .sync()
+        .iter()
+        .any(|l| l.contains(&format!("{name} in #general")))
+    {
+        assert!(Instant::now() < deadline, "{name} never logged in");
+    }
+    (reader, talker)
+}
+
+/// The talker fills the reader's queue, and knows when all is queued: each
+/// message reaches the reader's queue in the same step as the talker's echo.
+fn fill(talker: &mut Client) {
+    let text = "x".repeat(3000);
+    let mut burst = String::new();
+    for i in 0..BACKLOG {
+        burst.push_str(&format!("{i:04} {text}\n"));
+    }
+    burst.push_str("all said\n");
+    let mut out = talker.stream.try_clone().unwrap();
+    let writer = thread::spawn(move || out.write_all(burst.as_bytes()).unwrap());
+    talker.expect_line("talker: all said");
+    writer.join().unwrap();
+}
+
+fn backlog_count(lines: &[String]) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.contains("talker: ") && l.len() > 3000)
+        .count()
+}
 
 #[test]
 fn after_quit_a_client_with_a_backlog_gets_everything_then_the_goodbye() {
     let (_dir, server) = server(&BIG_QUEUE);
-    let alice = server.join("alice");
-    let mut burst: String = (0..16_000).map(|_| "/help\n").collect();
-    burst.push_str("/quit\n");
-    (&alice.stream).write_all(burst.as_bytes()).unwrap();
+    let (alice, mut talker) = reader_and_talker(&server, "alice");
+    fill(&mut talker);
+    (&alice).write_all(b"/quit\n").unwrap();
     // Read nothing until the session is over and the server has let go of
     // everything but the queue.
     wait_for_disconnect(&server, "alice");
-    let lines = read_to_close(&alice.stream);
-    let replies = lines.iter().filter(|l| *l == "* commands:").count();
-    assert_eq!(replies, 16_000);
+    let lines = read_to_close(&alice);
+    assert_eq!(backlog_count(&lines), BACKLOG);
     assert!(
         lines.last().is_some_and(|l| l.contains("goodbye, alice")),
         "{:?}",
@@ -299,20 +356,14 @@ fn after_quit_a_client_with_a_backlog_gets_everything_then_the_goodbye() {
 #[test]
 fn at_shutdown_a_client_with_a_backlog_gets_everything_then_the_shutdown_line() {
     let (_dir, mut server) = server(&BIG_QUEUE);
-    let alice = server.join("alice");
-    let mut bob = server.join("bob");
-    let mut burst: String = (0..16_000).map(|_| "/help\n").collect();
-    burst.push_str("all asked\n");
-    (&alice.stream).write_all(burst.as_bytes()).unwrap();
-    // Everything alice asked is answered (queued) once bob sees her last line.
-    bob.expect_line("alice: all asked");
+    let (alice, mut talker) = reader_and_talker(&server, "alice");
+    fill(&mut talker);
     server.signal(libc::SIGTERM);
     // Read nothing until alice's session is over: only her queue is left.
     wait_for_disconnect(&server, "alice");
-    let lines = read_to_close(&alice.stream);
+    let lines = read_to_close(&alice);
     assert_eq!(server.wait_exit().code(), Some(0));
-    let replies = lines.iter().filter(|l| *l == "* commands:").count();
-    assert_eq!(replies, 16_000);
+    assert_eq!(backlog_count(&lines), BACKLOG);
     assert!(
         lines.last().is_some_and(|l| l.contains("shutting down")),
         "{:?}",
@@ -410,20 +461,16 @@ fn connections_are_watched_with_tcp_keepalive() {
 #[test]
 fn switching_to_json_with_a_line_half_written_keeps_every_line_whole() {
     let (_dir, server) = server(&BIG_QUEUE);
-    let alice = server.join("alice");
-    let mut bob = server.join("bob");
-    // While alice does not read, her replies fill the socket, one is cut
-    // halfway, and the rest wait in her queue.
-    let mut burst: String = (0..16_000).map(|_| "/help\n").collect();
-    burst.push_str("asked for help\n");
-    (&alice.stream).write_all(burst.as_bytes()).unwrap();
-    bob.expect_line("alice: asked for help");
+    let (alice, mut talker) = reader_and_talker(&server, "alice");
+    // While alice reads nothing, the talker's lines fill her socket, one is
+    // cut halfway, and the rest wait in her queue.
+    fill(&mut talker);
     // Then she switches to JSON, still without reading.
-    (&alice.stream)
+    (&alice)
         .write_all(b"/mode json\nswitched\n/quit\n")
         .unwrap();
-    bob.expect_line("alice: switched");
-    let lines = read_to_close(&alice.stream);
+    talker.expect_line("alice: switched");
+    let lines = read_to_close(&alice);
     let mut json = 0;
     for line in &lines {
         if line.starts_with('{') {
@@ -432,7 +479,10 @@ fn switching_to_json_with_a_line_half_written_keeps_every_line_whole() {
             json += 1;
         } else {
             assert!(
-                line.starts_with("* ") || line.starts_with("! ") || line.starts_with('['),
+                line.starts_with("* ")
+                    || line.starts_with("! ")
+                    || line.starts_with('[')
+                    || line == "Name:",
                 "a line that is neither text nor JSON: {line:?}"
             );
             assert!(!line.contains('{'), "text glued to JSON: {line:?}");

@@ -4,6 +4,7 @@
 //! subcommands manage accounts and bans in the same data directory, also
 //! while a server runs, and make a private certificate (`tls-init`).
 
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
@@ -12,18 +13,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use chatroom::logging;
 use chatroom::names;
 use chatroom::server::accounts::{Accounts, Role};
 use chatroom::server::certs::{self, Certificates};
 use chatroom::server::config::Config;
 use chatroom::server::limits;
 use chatroom::server::moderation::{Ban, Bans};
+use chatroom::server::settings;
 use chatroom::server::tokens::Tokens;
 use chatroom::server::transport::tls::Tls;
-use chatroom::server::transport::web::{self, Web};
-use chatroom::server::{Listener, Server, Shutdown};
+use chatroom::server::transport::web::{self, Probes, Web};
+use chatroom::server::{Listener, Reloader, Server, Shutdown};
 
 /// A self-hosted chat server: rooms, history, whispers; every message kept in
 /// messages.csv and every connection in data.csv. With accounts (see
@@ -33,6 +36,11 @@ use chatroom::server::{Listener, Server, Shutdown};
 struct Args {
     #[command(subcommand)]
     command: Option<Tool>,
+    /// A config file (TOML): every flag has a key of the same name
+    /// (max-clients = 500); a flag given here wins. SIGHUP reads it again. See
+    /// contrib/chatroom.toml.
+    #[arg(global = true, long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Directory of messages.csv (and its search index, messages.index),
     /// data.csv, rooms.csv, accounts.csv and bans.csv (created if missing).
     /// One server at a time.
@@ -41,83 +49,100 @@ struct Args {
     /// Address to listen on. Anything but loopback is reachable from the
     /// network; with TLS on, plain TCP then stays on loopback (see
     /// --plain-public).
-    #[arg(long, default_value = limits::DEFAULT_HOST)]
+    #[arg(global = true, long, default_value = limits::DEFAULT_HOST)]
     host: String,
     /// Port of plain TCP; 0 takes a free one (the real port is printed).
-    #[arg(long, default_value_t = limits::DEFAULT_PORT)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_PORT)]
     port: u16,
     /// TLS certificate chain, PEM (certbot's fullchain.pem as it is): adds a
     /// TLS listener on --tls-port. Reloaded on SIGHUP and when the file
     /// changes. See `server tls-init` for a private one.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(global = true, long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The certificate's private key, PEM (certbot's privkey.pem as it is).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(global = true, long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Port of TLS (with --tls-cert); 0 takes a free one.
-    #[arg(long, default_value_t = limits::DEFAULT_TLS_PORT)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_TLS_PORT)]
     tls_port: u16,
     /// With TLS on and a --host reachable from the network, serve plain TCP
     /// there too (by default it listens on loopback only, so that passwords
     /// never cross a network in clear by accident).
-    #[arg(long)]
+    #[arg(global = true, long)]
     plain_public: bool,
     /// Connections served at once; more get "! server full".
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_CLIENTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_MAX_CLIENTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     max_clients: u64,
     /// Connections from one address at once; 0 means no limit.
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_PER_IP)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_MAX_PER_IP)]
     max_per_ip: usize,
     /// Messages of a room replayed to whoever joins it.
-    #[arg(long, default_value_t = limits::DEFAULT_HISTORY)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_HISTORY)]
     history: usize,
     /// Room everyone lands in after naming themselves; "" means the lobby.
-    #[arg(long, default_value = "general")]
+    #[arg(global = true, long, default_value = "general")]
     default_room: String,
     /// Longest line a client may send, in bytes.
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(16..=16 * 1024 * 1024))]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(16..=16 * 1024 * 1024))]
     max_line: u64,
     /// Rooms with more members than this do not announce joins and leaves.
-    #[arg(long, default_value_t = limits::DEFAULT_ANNOUNCE_LIMIT)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_ANNOUNCE_LIMIT)]
     announce_limit: usize,
     /// Seconds a new connection has to send its name (and password).
-    #[arg(long, default_value_t = limits::DEFAULT_NAME_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_NAME_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     name_timeout: u64,
     /// Flood control: lines a second each client's lines are handled at, at
     /// most. Faster lines are read later, never refused or dropped; 0 turns it
     /// off.
-    #[arg(long, default_value_t = limits::DEFAULT_RATE, value_parser = non_negative)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_RATE, value_parser = non_negative)]
     rate: f64,
     /// Lines a client may send at once before --rate applies.
-    #[arg(long, default_value_t = limits::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     burst: u32,
     /// Milliseconds before a failed login is answered.
-    #[arg(long, default_value_t = limits::DEFAULT_LOGIN_DELAY.as_millis() as u64)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_LOGIN_DELAY.as_millis() as u64)]
     login_delay_ms: u64,
     /// Do not sync messages.csv and data.csv to the disk after each batch:
     /// faster, but a power cut (not a crash) may lose the last messages
     /// people were shown.
-    #[arg(long)]
+    #[arg(global = true, long)]
     no_fsync: bool,
     /// Rooms there may be in all; past it /create is refused.
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_MAX_ROOMS)]
     max_rooms: usize,
     /// Rooms one name may make with /create (admins are not limited).
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_ROOMS_PER_USER)]
+    #[arg(global = true, long, default_value_t = limits::DEFAULT_MAX_ROOMS_PER_USER)]
     max_rooms_per_user: usize,
     /// Serve the web page and its WebSocket (/ws) on this port too; 0 takes
     /// a free one (printed as `listening on HOST:PORT (web)`). With TLS on,
     /// it serves HTTPS and WSS with the same certificate.
-    #[arg(long)]
+    #[arg(global = true, long)]
     web_port: Option<u16>,
     /// Another origin whose pages may open the chat's WebSocket, besides the
     /// page's own (e.g. https://chat.example.org); may be given again.
-    #[arg(long = "web-origin", value_name = "ORIGIN")]
+    #[arg(global = true, long = "web-origin", value_name = "ORIGIN")]
     web_origins: Vec<String>,
     /// Seconds of silence after which a WebSocket is pinged; one that
     /// answers nothing by the next ping is dropped as gone.
-    #[arg(long, default_value_t = web::PING_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(global = true, long, default_value_t = web::PING_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     web_ping_secs: u64,
+    /// Serve /metrics (Prometheus) and /healthz on this port too (they are
+    /// also on the web port); 0 takes a free one (printed as
+    /// `listening on HOST:PORT (metrics)`).
+    #[arg(global = true, long)]
+    metrics_port: Option<u16>,
+    /// Answer /metrics and /healthz from any address (by default only from
+    /// this machine: they tell who is online and how busy the server is).
+    #[arg(global = true, long)]
+    metrics_public: bool,
+    /// What is logged: error, warn, info, debug or trace (RUST_LOG, when
+    /// set, decides instead).
+    #[arg(global = true, long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+    /// How log lines look: text, or json (one object a line, for log
+    /// shippers).
+    #[arg(global = true, long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 /// Managing accounts and bans.
@@ -177,6 +202,12 @@ enum Tool {
         #[arg(long = "name", value_name = "HOST", required = true)]
         names: Vec<String>,
     },
+    /// Checks a config file (`server check-config --config FILE`): every
+    /// mistake with its line; exit 0 when there is none.
+    CheckConfig,
+    /// Shows the settings in force: the config file's (with --config) and the
+    /// flags given, over the defaults, as a config file.
+    PrintConfig,
 }
 
 fn non_negative(text: &str) -> Result<f64, String> {
@@ -187,11 +218,45 @@ fn non_negative(text: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut cli: Vec<OsString> = std::env::args_os().collect();
+    let config_path = settings::take_config(&mut cli);
+    let file = match &config_path {
+        Some(path) => match read_config(path) {
+            Ok(file) => file,
+            Err(problems) => {
+                for problem in problems {
+                    eprintln!("error: {problem}");
+                }
+                return ExitCode::from(2);
+            }
+        },
+        None => Vec::new(),
+    };
+    let matches = Args::command().get_matches_from(settings::merge(&Args::command(), &file, &cli));
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    match &args.command {
+        Some(Tool::CheckConfig) => return check_config(config_path.as_deref(), &file),
+        Some(Tool::PrintConfig) => {
+            print!(
+                "{}",
+                settings::effective(&Args::command(), &matches, &file, &cli)
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     if args.command.is_none() {
         tune_allocator();
     }
-    chatroom::logging::init();
+    let format = if args.log_format == "json" {
+        logging::Format::Json
+    } else {
+        logging::Format::Text
+    };
+    logging::init_with(format, Some(level_of(&args.log_level)));
     if let Some(tool) = args.command {
         return match run_tool(tool, &args.data_dir) {
             Ok(()) => ExitCode::SUCCESS,
@@ -201,18 +266,80 @@ fn main() -> ExitCode {
             }
         };
     }
+    let config = match config_of(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let addresses = addresses_of(&args);
+    serve(
+        config,
+        &addresses,
+        Reload {
+            path: config_path,
+            cli,
+        },
+        args.log_format.clone(),
+    )
+}
+
+/// Reads a config file into flag arguments, checked: every mistake with its
+/// line, or the arguments.
+fn read_config(path: &std::ffi::OsStr) -> Result<Vec<settings::FileArg>, Vec<String>> {
+    let shown = Path::new(path).display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![format!(
+            "cannot read the config file {shown}: {e} (check the path given to --config)"
+        )]
+    })?;
+    let file = settings::read(&text).map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| format!("{shown}: {p}"))
+            .collect::<Vec<_>>()
+    })?;
+    let problems = settings::check(&Args::command(), &file);
+    if problems.is_empty() {
+        Ok(file)
+    } else {
+        Err(problems.iter().map(|p| format!("{shown}: {p}")).collect())
+    }
+}
+
+/// `server check-config --config FILE`.
+fn check_config(path: Option<&std::ffi::OsStr>, file: &[settings::FileArg]) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("error: check-config needs the file: server check-config --config FILE");
+        return ExitCode::from(2);
+    };
+    // Reading it already checked it; what is left is what no single flag says.
+    println!(
+        "{}: no mistakes ({} setting{})",
+        Path::new(path).display(),
+        file.len(),
+        if file.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::SUCCESS
+}
+
+/// The log level a flag names.
+fn level_of(level: &str) -> log::LevelFilter {
+    level.parse().unwrap_or(log::LevelFilter::Info)
+}
+
+/// The server's settings from the flags.
+fn config_of(args: &Args) -> Result<Config, String> {
     let default_room = match args.default_room.as_str() {
         "" => None,
         typed => match names::room_name(typed) {
             Ok(room) => Some(room.to_string()),
-            Err(e) => {
-                eprintln!("error: --default-room {typed:?}: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return Err(format!("--default-room {typed:?}: {e}")),
         },
     };
-    let config = Config {
-        data_dir: args.data_dir,
+    Ok(Config {
+        data_dir: args.data_dir.clone(),
         max_clients: args.max_clients as usize,
         history: args.history,
         default_room,
@@ -226,35 +353,50 @@ fn main() -> ExitCode {
         fsync: !args.no_fsync,
         max_rooms: args.max_rooms,
         max_rooms_per_user: args.max_rooms_per_user,
-    };
-    let tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+    })
+}
+
+/// Where to listen, from the flags.
+fn addresses_of(args: &Args) -> Addresses {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
         _ => None,
     };
-    serve(
-        config,
-        &Addresses {
-            host: args.host,
-            port: args.port,
-            tls,
-            tls_port: args.tls_port,
-            plain_public: args.plain_public,
-            web: args.web_port.map(|port| WebPort {
-                port,
-                origins: args.web_origins,
-                ping_every: Duration::from_secs(args.web_ping_secs),
-            }),
-        },
-    )
+    Addresses {
+        host: args.host.clone(),
+        port: args.port,
+        tls,
+        tls_port: args.tls_port,
+        plain_public: args.plain_public,
+        web: args.web_port.map(|port| WebPort {
+            port,
+            origins: args.web_origins.clone(),
+            ping_every: Duration::from_secs(args.web_ping_secs),
+        }),
+        metrics_port: args.metrics_port,
+        metrics_public: args.metrics_public,
+    }
+}
+
+/// What a reload reads again: the config file, and the command line, whose
+/// flags still win.
+struct Reload {
+    path: Option<OsString>,
+    cli: Vec<OsString>,
 }
 
 /// The certificate and key files of `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct TlsFiles {
     cert: PathBuf,
     key: PathBuf,
 }
 
 /// Where to listen, as the flags say.
+#[derive(Debug, Clone, PartialEq)]
 struct Addresses {
     host: String,
     port: u16,
@@ -262,9 +404,12 @@ struct Addresses {
     tls_port: u16,
     plain_public: bool,
     web: Option<WebPort>,
+    metrics_port: Option<u16>,
+    metrics_public: bool,
 }
 
 /// The web port, as the flags say.
+#[derive(Debug, Clone, PartialEq)]
 struct WebPort {
     port: u16,
     origins: Vec<String>,
@@ -334,15 +479,38 @@ fn listen(addresses: &Addresses) -> Result<Bound, ExitCode> {
                 "warning: the web page on {local} is reachable from the network and served without TLS: messages and passwords cross it in clear (add --tls-cert and --tls-key to serve HTTPS)"
             );
         }
+        let web = Arc::new(Web {
+            origins: std::sync::RwLock::new(web.origins.clone()),
+            ping_every: web.ping_every,
+            tls: tls.clone(),
+            page: true,
+            probes: Some(Probes {
+                public: addresses.metrics_public,
+            }),
+        });
+        bound.web = Some(Arc::clone(&web));
+        bound.listeners.push(Listener {
+            socket,
+            accept: web,
+        });
+        bound.ready.push(format!("listening on {local} (web)"));
+    }
+    if let Some(port) = addresses.metrics_port {
+        let socket = bind(&addresses.host, port, " (metrics)")?;
+        let local = local_addr(&socket)?;
         bound.listeners.push(Listener {
             socket,
             accept: Arc::new(Web {
-                origins: web.origins.clone(),
-                ping_every: web.ping_every,
+                origins: std::sync::RwLock::new(Vec::new()),
+                ping_every: web::PING_EVERY,
                 tls,
+                page: false,
+                probes: Some(Probes {
+                    public: addresses.metrics_public,
+                }),
             }),
         });
-        bound.ready.push(format!("listening on {local} (web)"));
+        bound.ready.push(format!("listening on {local} (metrics)"));
     }
     Ok(bound)
 }
@@ -363,6 +531,7 @@ fn listen_chat(addresses: &Addresses) -> Result<(Bound, Option<Arc<Tls>>), ExitC
                 listeners: vec![Listener::plain(plain)],
                 certificates: None,
                 ready: vec![format!("listening on {local}")],
+                web: None,
             },
             None,
         ));
@@ -429,6 +598,7 @@ fn listen_chat(addresses: &Addresses) -> Result<(Bound, Option<Arc<Tls>>), ExitC
             ],
             certificates: Some(certificates),
             ready,
+            web: None,
         },
         Some(tls),
     ))
@@ -440,41 +610,223 @@ struct Bound {
     listeners: Vec<Listener>,
     certificates: Option<Arc<Certificates>>,
     ready: Vec<String>,
+    /// The web port's kind of connection, whose origins a reload changes.
+    web: Option<Arc<Web>>,
 }
 
 /// Handles the signals on a thread of its own: SIGINT and SIGTERM stop the
 /// server gracefully (a second one exits at once, status 130); SIGHUP reloads
 /// the TLS certificate and never stops the server, so `nohup server &`
 /// outlives its terminal.
-fn handle_signals(
-    shutdown: Shutdown,
+/// What SIGHUP reloads: the config file (and the flags, which still win)
+/// into the running server, the TLS certificate, the web origins and the
+/// log level. A config with mistakes changes nothing and says why.
+struct Reloading {
+    reload: Reload,
+    reloader: Reloader,
     certificates: Option<Arc<Certificates>>,
-) -> std::io::Result<()> {
+    web: Option<Arc<Web>>,
+    addresses: Addresses,
+    log_level: String,
+    log_format: String,
+}
+
+impl Reloading {
+    fn run(&mut self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        match &self.certificates {
+            Some(certificates) => certificates.reload_and_log("SIGHUP"),
+            None if self.reload.path.is_none() => {
+                log::info!("SIGHUP: no config file and no TLS certificate to reload; still serving")
+            }
+            None => {}
+        }
+        if let Some(path) = self.reload.path.clone() {
+            self.config(&path);
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    fn config(&mut self, path: &std::ffi::OsStr) {
+        let shown = Path::new(path).display().to_string();
+        let file = match read_config(path) {
+            Ok(file) => file,
+            Err(problems) => {
+                log::error!(
+                    "SIGHUP: {shown} has mistakes, so nothing was changed: {}",
+                    problems.join("; ")
+                );
+                return;
+            }
+        };
+        let args = Args::command()
+            .try_get_matches_from(settings::merge(&Args::command(), &file, &self.reload.cli))
+            .and_then(|m| Args::from_arg_matches(&m));
+        let args = match args {
+            Ok(args) => args,
+            Err(e) => {
+                let text = e.to_string();
+                log::error!(
+                    "SIGHUP: {shown} cannot be used, so nothing was changed: {}",
+                    text.lines().next().unwrap_or("a bad setting")
+                );
+                return;
+            }
+        };
+        let config = match config_of(&args) {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!("SIGHUP: {shown}: {e}; nothing was changed");
+                return;
+            }
+        };
+        let reloaded = self.reloader.apply(config);
+        let mut changed = reloaded.changed;
+        let mut restart = reloaded.need_restart;
+        let addresses = addresses_of(&args);
+        let before = &self.addresses;
+        let mut differs = |name: &str, old: String, new: String| {
+            if old != new {
+                restart.push(format!("{name} {old} → {new}"));
+            }
+        };
+        differs("host", before.host.clone(), addresses.host.clone());
+        differs("port", before.port.to_string(), addresses.port.to_string());
+        differs(
+            "tls-port",
+            before.tls_port.to_string(),
+            addresses.tls_port.to_string(),
+        );
+        let files = |a: &Addresses| {
+            a.tls.as_ref().map_or("none".to_string(), |t| {
+                format!("{} {}", t.cert.display(), t.key.display())
+            })
+        };
+        differs("tls-cert/tls-key", files(before), files(&addresses));
+        differs(
+            "plain-public",
+            before.plain_public.to_string(),
+            addresses.plain_public.to_string(),
+        );
+        let web_port = |a: &Addresses| {
+            a.web
+                .as_ref()
+                .map_or("off".to_string(), |w| w.port.to_string())
+        };
+        differs("web-port", web_port(before), web_port(&addresses));
+        let ping = |a: &Addresses| {
+            a.web
+                .as_ref()
+                .map_or(String::new(), |w| w.ping_every.as_secs().to_string())
+        };
+        differs("web-ping-secs", ping(before), ping(&addresses));
+        let metrics_port =
+            |a: &Addresses| a.metrics_port.map_or("off".to_string(), |p| p.to_string());
+        differs(
+            "metrics-port",
+            metrics_port(before),
+            metrics_port(&addresses),
+        );
+        differs(
+            "metrics-public",
+            before.metrics_public.to_string(),
+            addresses.metrics_public.to_string(),
+        );
+        differs(
+            "log-format",
+            self.log_format.clone(),
+            args.log_format.clone(),
+        );
+        let origins = addresses
+            .web
+            .as_ref()
+            .map(|w| w.origins.clone())
+            .unwrap_or_default();
+        let old_origins = self
+            .addresses
+            .web
+            .as_ref()
+            .map(|w| w.origins.clone())
+            .unwrap_or_default();
+        if origins != old_origins {
+            if let Some(web) = &self.web {
+                *web.origins.write().unwrap_or_else(|p| p.into_inner()) = origins.clone();
+            }
+            changed.push(format!("web-origin {old_origins:?} → {origins:?}"));
+        }
+        if args.log_level != self.log_level {
+            logging::set_level(level_of(&args.log_level));
+            changed.push(format!(
+                "log-level {:?} → {:?}",
+                self.log_level, args.log_level
+            ));
+            self.log_level = args.log_level.clone();
+        }
+        if let Some(web) = &mut self.addresses.web {
+            web.origins = origins;
+        }
+        if changed.is_empty() {
+            log::info!("SIGHUP: {shown} reloaded; no setting changed");
+        } else {
+            log::info!("SIGHUP: {shown} reloaded: {}", changed.join(", "));
+        }
+        if !restart.is_empty() {
+            log::warn!(
+                "SIGHUP: these changed in {shown} but need a restart to take effect: {}",
+                restart.join(", ")
+            );
+        }
+    }
+}
+
+fn handle_signals(shutdown: Shutdown, mut reloading: Reloading) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
-        .stack_size(128 * 1024)
+        // Reloading parses the whole command line again: clap runs deep.
+        .stack_size(4 << 20)
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    match &certificates {
-                        Some(certificates) => certificates.reload_and_log("SIGHUP"),
-                        None => log::info!("SIGHUP: no TLS certificate to reload; still serving"),
-                    }
+                    reloading.run();
                     continue;
                 }
                 if shutdown.is_triggered() {
                     eprintln!("interrupted again: exiting without waiting");
                     std::process::exit(130);
                 }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                 shutdown.trigger();
             }
         })?;
     Ok(())
 }
 
-fn serve(config: Config, addresses: &Addresses) -> ExitCode {
+/// Tells systemd (`Type=notify`) that the server is alive, as long as the
+/// accept loop goes round, at half the watchdog's interval.
+fn keep_watchdog_fed() {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = interval / 2;
+    let spawned = std::thread::Builder::new()
+        .name("watchdog".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                if chatroom::server::metrics::metrics().beat_age() < interval {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the watchdog thread: {e}");
+    }
+}
+
+fn serve(config: Config, addresses: &Addresses, reload: Reload, log_format: String) -> ExitCode {
     // Bind first: a port in use is the first thing said.
     let bound = match listen(addresses) {
         Ok(bound) => bound,
@@ -497,14 +849,25 @@ fn serve(config: Config, addresses: &Addresses) -> ExitCode {
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
     let shutdown = Shutdown::new();
+    let reloading = Reloading {
+        reload,
+        reloader: server.reloader(),
+        certificates: bound.certificates,
+        web: bound.web,
+        addresses: addresses.clone(),
+        log_level: log::max_level().to_string().to_lowercase(),
+        log_format,
+    };
     // Signals before the ready lines: whoever reads them may signal at once.
-    if let Err(e) = handle_signals(shutdown.clone(), bound.certificates) {
+    if let Err(e) = handle_signals(shutdown.clone(), reloading) {
         eprintln!("error: cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
     for line in &bound.ready {
         println!("{line}");
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    keep_watchdog_fed();
     match server.run(bound.listeners, shutdown) {
         Ok(()) => {
             log::info!("stopped; all messages are in messages.csv");
@@ -575,6 +938,7 @@ fn run_tool(tool: Tool, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
             println!("unbanned {name}");
         }
         Tool::TlsInit { .. } => unreachable!("handled above"),
+        Tool::CheckConfig | Tool::PrintConfig => {}
         Tool::RevokeTokens { name } => {
             let gone = Tokens::open(dir).revoke(&name)?;
             println!(

@@ -40,6 +40,7 @@ pub(crate) fn accept_loop(
     let mut next_thread = first_thread;
     let mut backoff = ACCEPT_BACKOFF_MIN;
     while !shutdown.is_triggered() {
+        crate::server::metrics::metrics().beat();
         let mut idle = true;
         let mut failed = None;
         for listener in listeners {

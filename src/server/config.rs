@@ -66,3 +66,62 @@ impl Config {
         limits::outbox_bytes(self.history, self.max_line)
     }
 }
+
+/// The settings in force, which a reload (SIGHUP) may change while the
+/// server runs. Readers take a snapshot (`get`): cheap, and consistent for
+/// as long as they hold it.
+#[derive(Debug)]
+pub struct Settings {
+    current: std::sync::RwLock<std::sync::Arc<Config>>,
+}
+
+impl Settings {
+    /// Settings starting as `config`.
+    pub fn new(config: Config) -> Settings {
+        Settings {
+            current: std::sync::RwLock::new(std::sync::Arc::new(config)),
+        }
+    }
+
+    /// The settings in force now.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        std::sync::Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts new settings in force.
+    pub fn set(&self, config: Config) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(config);
+    }
+}
+
+impl Config {
+    /// What differs between two settings that a running server can take on
+    /// at once (`live`), and what needs a restart (`restart`), as
+    /// `name old → new` words for the log.
+    pub fn changes(&self, new: &Config) -> (Vec<String>, Vec<String>) {
+        let mut live = Vec::new();
+        let mut restart = Vec::new();
+        macro_rules! compare {
+            ($list:ident, $field:ident, $name:expr) => {
+                if self.$field != new.$field {
+                    $list.push(format!("{} {:?} → {:?}", $name, self.$field, new.$field));
+                }
+            };
+        }
+        compare!(restart, data_dir, "data-dir");
+        compare!(restart, max_line, "max-line");
+        compare!(restart, fsync, "fsync");
+        compare!(live, max_clients, "max-clients");
+        compare!(live, history, "history");
+        compare!(live, default_room, "default-room");
+        compare!(live, announce_limit, "announce-limit");
+        compare!(live, name_timeout, "name-timeout");
+        compare!(live, rate, "rate");
+        compare!(live, burst, "burst");
+        compare!(live, max_per_ip, "max-per-ip");
+        compare!(live, login_delay, "login-delay");
+        compare!(live, max_rooms, "max-rooms");
+        compare!(live, max_rooms_per_user, "max-rooms-per-user");
+        (live, restart)
+    }
+}

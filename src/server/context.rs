@@ -11,7 +11,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::server::accounts::Accounts;
-use crate::server::config::Config;
+use crate::server::config::{Config, Settings};
 use crate::server::index::Index;
 use crate::server::moderation::{Bans, LoginFailures, Mutes};
 use crate::server::outbox::Flushers;
@@ -21,7 +21,7 @@ use crate::server::tokens::Tokens;
 
 /// What client threads share.
 pub struct Context {
-    pub(crate) config: Config,
+    pub(crate) settings: Arc<Settings>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) store: Sender<Request>,
     pub(crate) guests: AtomicU64,
@@ -80,16 +80,22 @@ impl Drop for Slot {
 }
 
 impl Context {
+    /// The settings in force now (a reload may change them).
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.settings.get()
+    }
+
     fn lock_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why a new connection from `ip` must be turned away, if it must.
     pub(crate) fn refusal(&self, ip: IpAddr) -> Option<String> {
-        if self.live.load(Ordering::Acquire) >= self.config.max_clients {
+        let config = self.config();
+        if self.live.load(Ordering::Acquire) >= config.max_clients {
             return Some("server full; try again later".into());
         }
-        let max_per_ip = self.config.max_per_ip;
+        let max_per_ip = config.max_per_ip;
         if max_per_ip > 0 && self.lock_per_ip().get(&ip).copied().unwrap_or(0) >= max_per_ip {
             return Some(format!(
                 "too many connections from your address (at most {max_per_ip}); close one and try again"

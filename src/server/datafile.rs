@@ -20,7 +20,9 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use crate::server::metrics::{Metrics, metrics};
 use crate::server::store::{StoreError, open_csv};
 
 /// Environment variable naming a file of faults to inject, for tests of the
@@ -98,6 +100,8 @@ pub struct DataFile {
     damaged: Option<String>,
     sync: bool,
     faults: Faults,
+    /// Its writes and syncs are timed for the metrics (`messages.csv`).
+    timed: bool,
     /// The batch being gathered.
     pub rows: csv::Writer<Vec<u8>>,
 }
@@ -134,6 +138,7 @@ impl DataFile {
             damaged: None,
             sync,
             faults,
+            timed: false,
             rows: batch_writer(),
         })
     }
@@ -156,6 +161,12 @@ impl DataFile {
     /// The open file (to tell which file it is).
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The same file, its writes and syncs timed for the metrics.
+    pub fn timed(mut self) -> DataFile {
+        self.timed = true;
+        self
     }
 
     /// Why the file is damaged, if it is.
@@ -188,6 +199,7 @@ impl DataFile {
         if bytes.is_empty() {
             return Ok(reopened);
         }
+        let started = Instant::now();
         let written = if self.faults.hits(&self.name, Step::Write) {
             let half = &bytes[..bytes.len() / 2];
             let _ = self.file.write_all(half);
@@ -195,7 +207,15 @@ impl DataFile {
         } else {
             self.file.write_all(bytes)
         };
+        let wrote = Instant::now();
         let synced = written.and_then(|()| self.sync_now());
+        if self.timed && synced.is_ok() {
+            let metrics = metrics();
+            Metrics::observe(&metrics.store_write, wrote - started);
+            if self.sync {
+                Metrics::observe(&metrics.store_sync, wrote.elapsed());
+            }
+        }
         match synced {
             Ok(()) => {
                 self.good_len += bytes.len() as u64;

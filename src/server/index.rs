@@ -286,6 +286,12 @@ impl Index {
         )
     }
 
+    /// Messages written to `messages.csv` and not yet in the index.
+    pub fn lag(&self) -> u64 {
+        let state = self.shared.lock();
+        state.written.last_id.saturating_sub(state.indexed.last_id)
+    }
+
     /// The store's side.
     pub fn feed(&self) -> Feed {
         Feed(Arc::clone(&self.shared))

@@ -40,14 +40,14 @@ use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::format;
 use crate::server::accounts::Accounts;
-use crate::server::config::Config;
+use crate::server::config::{Config, Settings};
 use crate::server::context::Context;
 use crate::server::index::Index;
 use crate::server::limits::{
@@ -71,10 +71,12 @@ pub mod datafile;
 pub mod index;
 pub mod limits;
 pub mod lock;
+pub mod metrics;
 pub mod moderation;
 pub mod outbox;
 pub mod registry;
 pub mod session;
+pub mod settings;
 pub mod stack;
 pub mod store;
 pub mod table;
@@ -135,6 +137,60 @@ pub struct Server {
     config: Config,
     store: Store,
     recovered: Recovered,
+    settings: Arc<Settings>,
+    registry: Arc<OnceLock<Arc<Registry>>>,
+}
+
+/// Puts new settings in force in a running server (SIGHUP): what can change
+/// live does at once; what cannot is named.
+#[derive(Clone)]
+pub struct Reloader {
+    settings: Arc<Settings>,
+    registry: Arc<OnceLock<Arc<Registry>>>,
+}
+
+/// What a reload did.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// The settings that changed, `name old → new`.
+    pub changed: Vec<String>,
+    /// Those that differ but only take effect after a restart.
+    pub need_restart: Vec<String>,
+}
+
+impl Reloader {
+    /// Puts `new` in force: rates, bursts, limits, history size, announce
+    /// limit, room limits at once (history rings grow as messages come, or
+    /// are cut to a smaller size now); the data directory, the line limit
+    /// and fsync need a restart and keep their values.
+    pub fn apply(&self, mut new: Config) -> Reloaded {
+        let old = self.settings.get();
+        let (changed, need_restart) = old.changes(&new);
+        new.data_dir = old.data_dir.clone();
+        new.max_line = old.max_line;
+        new.fsync = old.fsync;
+        if let Some(registry) = self.registry.get() {
+            registry.set_history(new.history);
+            registry.set_announce_limit(new.announce_limit);
+            registry.set_room_limits(RoomLimits {
+                rooms: new.max_rooms,
+                per_user: new.max_rooms_per_user,
+            });
+            if let Some(room) = &new.default_room {
+                registry.ensure_room(room);
+            }
+        }
+        self.settings.set(new);
+        Reloaded {
+            changed,
+            need_restart,
+        }
+    }
+
+    /// The settings in force.
+    pub fn current(&self) -> Arc<Config> {
+        self.settings.get()
+    }
 }
 
 impl Server {
@@ -153,10 +209,20 @@ impl Server {
             recovered.next_id
         );
         Ok(Server {
+            settings: Arc::new(Settings::new(config.clone())),
             config,
             store,
             recovered,
+            registry: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// A handle that puts new settings in force once the server runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            settings: Arc::clone(&self.settings),
+            registry: Arc::clone(&self.registry),
+        }
     }
 
     /// What was read back from the data directory.
@@ -172,8 +238,17 @@ impl Server {
             config,
             mut store,
             recovered,
+            settings,
+            registry: registry_slot,
         } = self;
         let index = Arc::new(Index::start(&config.data_dir)?);
+        let lagging = Arc::downgrade(&index);
+        metrics::metrics().on_scrape(move |m| {
+            if let Some(index) = lagging.upgrade() {
+                m.index_lag
+                    .set(i64::try_from(index.lag()).unwrap_or(i64::MAX));
+            }
+        });
         store.set_feed(index.feed());
         let reads = Arc::new(Reads::open(&config.data_dir));
         let registry = Arc::new(
@@ -190,11 +265,12 @@ impl Server {
         if let Some(room) = &config.default_room {
             registry.ensure_room(room);
         }
+        let _ = registry_slot.set(Arc::clone(&registry));
         let (store_tx, store_thread) = store.spawn(Arc::clone(&registry))?;
         let data_dir = config.data_dir.clone();
         let (stop_tx, stopping) = crossbeam_channel::bounded::<()>(0);
         let context = Arc::new(Context {
-            config,
+            settings,
             registry: Arc::clone(&registry),
             store: store_tx,
             guests: AtomicU64::new(1),

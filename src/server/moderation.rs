@@ -158,6 +158,16 @@ impl RateLimit {
         }
     }
 
+    /// Takes on a new rate and burst (a reload), keeping what was used.
+    pub fn retune(&mut self, rate: f64, burst: f64) {
+        let burst = burst.max(1.0);
+        if rate != self.rate || burst != self.burst {
+            self.rate = rate;
+            self.burst = burst;
+            self.tokens = self.tokens.min(burst);
+        }
+    }
+
     /// Takes the token of one line that arrived at `now`, and says how long
     /// its reader waits before handling it (zero within the limit).
     pub fn wait(&mut self, now: Instant) -> Duration {

@@ -126,6 +126,7 @@ impl Outbox {
                 queue.bytes
             );
             queue.end = End::Overflow;
+            crate::server::metrics::metrics().slow_readers_dropped.inc();
             self.schedule(queue);
             // Wake the client's reader so that it leaves its room at once.
             shared.output.shutdown(Shutdown::Read);

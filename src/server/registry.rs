@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::format::{self, Line, Page, RoomInfo, UserInfo};
@@ -175,7 +176,7 @@ pub struct Announcement {
 impl Announcement {
     /// Queues the line to each member.
     pub fn deliver(&self) {
-        tell(&self.members, self.except, &self.line);
+        let _ = tell(&self.members, self.except, &self.line);
     }
 }
 
@@ -222,9 +223,12 @@ pub struct Found {
 ///    others down.
 pub struct Registry {
     inner: Mutex<Inner>,
-    history: usize,
-    announce_limit: usize,
-    limits: RoomLimits,
+    /// Messages kept per room for newcomers; a reload may change it.
+    history: AtomicUsize,
+    /// See [`Registry::new`]; a reload may change it.
+    announce_limit: AtomicUsize,
+    /// Limits on `/create`; a reload may change them.
+    limits: Mutex<RoomLimits>,
     /// Everyone's read marks; none: no unread counts (benchmarks).
     reads: Option<Arc<Reads>>,
 }
@@ -257,12 +261,12 @@ impl Registry {
         }
         Registry {
             inner: Mutex::new(inner),
-            history,
-            announce_limit,
-            limits: RoomLimits {
+            history: AtomicUsize::new(history),
+            announce_limit: AtomicUsize::new(announce_limit),
+            limits: Mutex::new(RoomLimits {
                 rooms: usize::MAX,
                 per_user: usize::MAX,
-            },
+            }),
             reads: None,
         }
     }
@@ -280,12 +284,38 @@ impl Registry {
         limits: RoomLimits,
         creators: impl IntoIterator<Item = String>,
     ) -> Registry {
-        self.limits = limits;
+        *self.limits.get_mut().unwrap_or_else(|p| p.into_inner()) = limits;
         let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
         for creator in creators {
             *inner.created.entry(names::fold(&creator)).or_insert(0) += 1;
         }
         self
+    }
+
+    /// Keeps `history` messages per room from now on (a reload): a smaller
+    /// number cuts every room's ring now; a larger one lets them grow as
+    /// messages come.
+    pub fn set_history(&self, history: usize) {
+        self.history.store(history, Ordering::Relaxed);
+        for room in self.lock().rooms.values_mut() {
+            while room.history.len() > history {
+                room.history.pop_front();
+            }
+        }
+    }
+
+    /// Rooms with more members than this announce no joins and leaves.
+    pub fn set_announce_limit(&self, limit: usize) {
+        self.announce_limit.store(limit, Ordering::Relaxed);
+    }
+
+    fn announce_limit(&self) -> usize {
+        self.announce_limit.load(Ordering::Relaxed)
+    }
+
+    /// New limits on `/create` (a reload).
+    pub fn set_room_limits(&self, limits: RoomLimits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     /// Frees a client from the limit on rooms per user (an admin).
@@ -372,7 +402,7 @@ impl Registry {
                     .and_then(|room| inner.rooms.get_mut(&room))
                 {
                     Arc::make_mut(&mut room.members).retain(|m| m.id != old);
-                    if room.members.len() < self.announce_limit {
+                    if room.members.len() < self.announce_limit() {
                         told = Some(Announcement {
                             members: Arc::clone(&room.members),
                             except: old,
@@ -425,8 +455,9 @@ impl Registry {
             return Err(RoomError::NoSuchRoom(room.to_string()));
         };
         if how == Enter::Create {
-            if inner.rooms.len() >= self.limits.rooms {
-                return Err(RoomError::TooMany(self.limits.rooms));
+            let limits = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.rooms.len() >= limits.rooms {
+                return Err(RoomError::TooMany(limits.rooms));
             }
             let made = client
                 .name
@@ -434,8 +465,8 @@ impl Registry {
                 .and_then(|name| inner.created.get(&names::fold(name)))
                 .copied()
                 .unwrap_or(0);
-            if !client.unlimited && made >= self.limits.per_user {
-                return Err(RoomError::TooManyOfYours(self.limits.per_user));
+            if !client.unlimited && made >= limits.per_user {
+                return Err(RoomError::TooManyOfYours(limits.per_user));
             }
         }
         if client.room.as_deref() == Some(key.as_str()) {
@@ -470,7 +501,7 @@ impl Registry {
         };
         // The member list is for JSON clients, who keep it current from join
         // and leave events; past the announce limit there are none, so no list.
-        let present: Option<Vec<Arc<str>>> = (count <= self.announce_limit)
+        let present: Option<Vec<Arc<str>>> = (count <= self.announce_limit())
             .then(|| members.iter().map(|m| Arc::clone(&m.name)).collect());
         outbox.send(format::you_are_in(
             Some(&room.name),
@@ -486,7 +517,7 @@ impl Registry {
             outbox.send(format::history_end(&room.name));
         }
         let floor = room.floor();
-        let arrived = (count <= self.announce_limit).then(|| Announcement {
+        let arrived = (count <= self.announce_limit()).then(|| Announcement {
             members: Arc::clone(&room.members),
             except: id,
             line: format::moved("join", &name, &room.name),
@@ -525,7 +556,7 @@ impl Registry {
         let key = inner.clients.get_mut(&id)?.room.take()?;
         let room = inner.rooms.get_mut(&key)?;
         Arc::make_mut(&mut room.members).retain(|m| m.id != id);
-        (room.members.len() < self.announce_limit).then(|| Announcement {
+        (room.members.len() < self.announce_limit()).then(|| Announcement {
             members: Arc::clone(&room.members),
             except: id,
             line: format::moved("leave", name, &room.name),
@@ -546,7 +577,7 @@ impl Registry {
                 .and_then(|key| inner.rooms.get_mut(&key))
             {
                 Arc::make_mut(&mut room.members).retain(|m| m.id != id);
-                if room.members.len() < self.announce_limit {
+                if room.members.len() < self.announce_limit() {
                     told = Some(Announcement {
                         members: Arc::clone(&room.members),
                         except: id,
@@ -579,11 +610,12 @@ impl Registry {
             .entry(key.clone())
             .or_insert_with(|| Room::new(room));
         room.last_id = room.last_id.max(id);
-        if self.history > 0 {
-            if room.history.len() == self.history {
-                room.history.pop_front();
-            }
+        let keep = self.history.load(Ordering::Relaxed);
+        if keep > 0 {
             room.history.push_back((id, line.clone()));
+        }
+        while room.history.len() > keep {
+            room.history.pop_front();
         }
         let members = Arc::clone(&room.members);
         // Unread counts: remember the message, then tell those who follow
@@ -608,7 +640,11 @@ impl Registry {
                 ));
             }
         }
-        tell(&members, sender, &line);
+        let sent = tell(&members, sender, &line);
+        // The sender's own copy comes from the store, wherever they are now.
+        crate::server::metrics::metrics()
+            .deliveries
+            .inc_by(sent + 1);
         for (outbox, line) in counts {
             outbox.send(line);
         }
@@ -831,8 +867,10 @@ impl Registry {
 }
 
 /// Queues `line` to every member but `except`.
-fn tell(members: &[Member], except: ClientId, line: &Line) {
+fn tell(members: &[Member], except: ClientId, line: &Line) -> u64 {
+    let mut sent = 0;
     for member in members.iter().filter(|m| m.id != except) {
-        member.outbox.send(line.clone());
+        sent += u64::from(member.outbox.send(line.clone()));
     }
+    sent
 }

@@ -21,6 +21,7 @@ use crate::server::command::{self, ADMIN_HELP, Command, HELP};
 use crate::server::context::{Context, Slot};
 use crate::server::limits::{LINGER, REPLY_BYTES, SEARCH_RESULTS};
 use crate::server::limits::{LIST_PAGE, LOGIN_ATTEMPTS};
+use crate::server::metrics::{Open, metrics};
 use crate::server::moderation::{Ban, RateLimit};
 use crate::server::outbox::Outbox;
 use crate::server::registry::{Announcement, ClientId, Enter, Taken};
@@ -40,8 +41,8 @@ pub(crate) fn serve(
     alive: Sender<()>,
     slot: Slot,
 ) {
-    let max_line = context.config.max_line;
-    let deadline = Instant::now() + context.config.name_timeout;
+    let max_line = context.config().max_line;
+    let deadline = Instant::now() + context.config().name_timeout;
     let connection = match accept.open(stream, addr, deadline, max_line) {
         Ok(Some(connection)) => connection,
         // Served without a session (the web page): no chat, no rows.
@@ -57,25 +58,27 @@ pub(crate) fn serve(
         }
     };
     let mut input = connection.input;
-    let outbox = match context
-        .flushers
-        .outbox(connection.output, context.config.outbox_bytes(), id)
-    {
-        Ok(outbox) => outbox,
-        Err(e) => {
-            log::warn!("{addr} dropped: cannot watch its socket: {e}");
-            record(&context, addr, id, "connect");
-            record(&context, addr, id, "disconnect");
-            return;
-        }
-    };
+    let outbox =
+        match context
+            .flushers
+            .outbox(connection.output, context.config().outbox_bytes(), id)
+        {
+            Ok(outbox) => outbox,
+            Err(e) => {
+                log::warn!("{addr} dropped: cannot watch its socket: {e}");
+                record(&context, addr, id, "connect");
+                record(&context, addr, id, "disconnect");
+                return;
+            }
+        };
+    let open = metrics().open(accept.kind());
     let for_input = outbox.clone();
     input.attach(Box::new(move |line| for_input.send(line)));
     context.registry.connect(id, outbox.clone(), addr.ip());
     log::info!("connect {} port {} thread {id}", addr.ip(), addr.port());
     let limit = RateLimit::new(
-        context.config.rate,
-        f64::from(context.config.burst),
+        context.config().rate,
+        f64::from(context.config().burst),
         Instant::now(),
     );
     let mut session = Session {
@@ -87,6 +90,7 @@ pub(crate) fn serve(
         role: Role::Member,
         limit,
         slowed: false,
+        _open: open,
         token: None,
         gone: false,
         _slot: slot,
@@ -124,6 +128,8 @@ struct Session {
     limit: RateLimit,
     /// Told that its lines are being slowed, and not calm since.
     slowed: bool,
+    /// Counted as an open connection of its transport while it lives.
+    _open: Open,
     /// The token this connection logged in with or was given, for `/logout`.
     token: Option<String>,
     /// Already taken out of the registry (after `/quit`).
@@ -170,7 +176,7 @@ impl Session {
                 Ok(Some(Line::TooLong)) => {
                     self.error(format_args!(
                         "line too long (the limit is {} bytes); it was not sent",
-                        self.context.config.max_line
+                        self.context.config().max_line
                     ));
                     Next::Continue
                 }
@@ -203,6 +209,9 @@ impl Session {
     /// (shutdown, kick) while it waited.
     fn take_turn(&mut self) -> bool {
         let now = Instant::now();
+        // A reload may have changed the rate.
+        let config = self.context.config();
+        self.limit.retune(config.rate, f64::from(config.burst));
         let rested = self.limit.is_rested(now);
         let wait = self.limit.wait(now);
         if wait.is_zero() {
@@ -212,7 +221,8 @@ impl Session {
             return true;
         }
         if !std::mem::replace(&mut self.slowed, true) {
-            let rate = self.context.config.rate;
+            metrics().slowed.inc();
+            let rate = self.context.config().rate;
             log::info!(
                 "thread {}: sending faster than {rate} lines a second; slowed down",
                 self.id
@@ -231,7 +241,7 @@ impl Session {
     /// The name prompt (and the password prompt on a private server).
     /// Returns false if the client left, took too long or failed too often.
     fn ask_name(&mut self, reader: &mut dyn Input) -> bool {
-        let timeout = self.context.config.name_timeout;
+        let timeout = self.context.config().name_timeout;
         let deadline = Instant::now() + timeout;
         let mut failures = 0;
         loop {
@@ -466,6 +476,7 @@ impl Session {
             self.id
         );
         self.event("login");
+        metrics().logins.inc();
         let role = if self.role == Role::Admin {
             "admin"
         } else {
@@ -475,7 +486,7 @@ impl Session {
             registry.set_unlimited(self.id);
         }
         self.outbox.send(format::welcome(&name, role));
-        match &context.config.default_room {
+        match &context.config().default_room.clone() {
             Some(room) => match registry.enter(self.id, room, Enter::Join) {
                 Ok((_, told)) => self.announce(told),
                 Err(e) => self.error(e),
@@ -491,6 +502,7 @@ impl Session {
     /// only if it is an account's: a name that is none may be a password
     /// typed on the wrong line.
     fn login_failed(&self, tried: &str) {
+        metrics().failed_logins.inc();
         let known = self
             .context
             .accounts
@@ -517,7 +529,7 @@ impl Session {
         let _ = self
             .context
             .stopping
-            .recv_timeout(self.context.config.login_delay);
+            .recv_timeout(self.context.config().login_delay);
     }
 
     /// Acts on one line from a named user.

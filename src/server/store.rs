@@ -44,6 +44,7 @@ use crate::server::datafile::{DataFile, Faults, Reopened};
 use crate::server::index::{Feed, Written};
 use crate::server::limits::{STORE_BATCH, STORE_BATCH_BYTES, STORE_QUEUE};
 use crate::server::lock::DirLock;
+use crate::server::metrics::metrics;
 use crate::server::outbox::Outbox;
 use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory, Said};
 
@@ -268,7 +269,8 @@ impl Store {
         let rooms_path = dir.join(ROOMS_FILE);
         let faults = Faults::from_env();
         let sync = options.fsync;
-        let messages = DataFile::open(&messages_path, &MESSAGE_COLUMNS, sync, faults.clone())?;
+        let messages =
+            DataFile::open(&messages_path, &MESSAGE_COLUMNS, sync, faults.clone())?.timed();
         let events = DataFile::open(&events_path, &EVENT_COLUMNS, sync, faults.clone())?;
         let rooms = DataFile::open(&rooms_path, &ROOM_COLUMNS, sync, faults)?;
 
@@ -550,6 +552,12 @@ impl Store {
                     if let Some(feed) = &self.feed {
                         feed.written(self.written());
                     }
+                    let metrics = metrics();
+                    metrics.messages.inc_by(self.next_id - first_id);
+                    metrics
+                        .store_batch
+                        .observe((self.next_id - first_id) as f64);
+                    metrics.store_refusing.set(0);
                     Fate::Saved
                 }
                 Err(e) => {
@@ -564,6 +572,7 @@ impl Store {
                             ""
                         }
                     );
+                    metrics().store_refusing.set(i64::from(damaged));
                     if damaged { Fate::Damaged } else { Fate::Failed }
                 }
             }
@@ -700,6 +709,7 @@ fn deliver(request: Request, line: Prepared, fate: Fate, registry: &Registry) {
                 ));
             } else if to.send(received) {
                 from.send(sent);
+                metrics().deliveries.inc_by(2);
             } else {
                 from.send(format::error(format_args!(
                     "{recipient} left before your whisper arrived"

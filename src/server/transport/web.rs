@@ -94,13 +94,26 @@ const ASSETS: &[Asset] = &[
 /// The web port's kind of connection.
 pub struct Web {
     /// Origins allowed to open a WebSocket besides the page's own
-    /// (`--web-origin`), e.g. `https://chat.example.org`.
-    pub origins: Vec<String>,
+    /// (`--web-origin`), e.g. `https://chat.example.org`; a reload may
+    /// change them.
+    pub origins: std::sync::RwLock<Vec<String>>,
     /// Silence after which an idle WebSocket is pinged ([`PING_EVERY`]).
     pub ping_every: Duration,
     /// With TLS on: HTTPS and WSS, with the TLS listener's certificate
     /// (reloaded with it).
     pub tls: Option<Arc<Tls>>,
+    /// Serves the page and the WebSocket (false: a port for the metrics only).
+    pub page: bool,
+    /// Serves `/metrics` and `/healthz`; to any address when `public`, to
+    /// loopback only otherwise.
+    pub probes: Option<Probes>,
+}
+
+/// Who may read `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Copy)]
+pub struct Probes {
+    /// From any address (`--metrics-public`); otherwise from loopback only.
+    pub public: bool,
 }
 
 impl Accept for Web {
@@ -140,6 +153,24 @@ impl Accept for Web {
         let method = request.method.unwrap_or("");
         let path = request.path.unwrap_or("/");
         let path = path.split('?').next().unwrap_or("/");
+        if path == "/metrics" || path == "/healthz" {
+            match self.probes {
+                Some(probes) if probes.public || peer.ip().is_loopback() => {
+                    respond_probe(&*stream, path == "/metrics", method == "HEAD");
+                }
+                Some(_) => respond_error(
+                    &*stream,
+                    403,
+                    "the metrics are for this machine only; the operator can open them with --metrics-public",
+                ),
+                None => respond_error(&*stream, 404, "there is nothing here"),
+            }
+            return Ok(None);
+        }
+        if !self.page {
+            respond_error(&*stream, 404, "this port serves /metrics and /healthz only");
+            return Ok(None);
+        }
         if path == "/ws" {
             return self.upgrade(stream, peer, &request, rest, max_line);
         }
@@ -257,6 +288,8 @@ impl Web {
         let origin = origin.trim_end_matches('/');
         if self
             .origins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
         {
@@ -372,6 +405,43 @@ fn respond(stream: &dyn Stream, asset: &Asset, host: Option<&str>, body: bool) {
             write_all(stream, asset.body)
         } else {
             Ok(())
+        }
+    });
+    if written.is_ok() {
+        stream.shutdown(Shutdown::Write);
+        drain(stream);
+    }
+}
+
+/// Answers `/metrics` (Prometheus's text format) or `/healthz` (200 while the
+/// server takes messages, 503 while it refuses them), then closes.
+fn respond_probe(stream: &dyn Stream, metrics: bool, head_only: bool) {
+    let state = crate::server::metrics::metrics();
+    let (status, content_type, body) = if metrics {
+        (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.render(),
+        )
+    } else if state.healthy() {
+        ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
+    } else {
+        (
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            "messages.csv cannot be written: messages are refused\n".to_string(),
+        )
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n",
+        body.len(),
+        content_security_policy(None)
+    );
+    let written = write_all(stream, head.as_bytes()).and_then(|()| {
+        if head_only {
+            Ok(())
+        } else {
+            write_all(stream, body.as_bytes())
         }
     });
     if written.is_ok() {
@@ -608,9 +678,11 @@ mod tests {
     #[test]
     fn the_pages_own_origin_and_listed_ones_are_allowed() {
         let web = Web {
-            origins: vec!["https://chat.example.org".into()],
+            origins: std::sync::RwLock::new(vec!["https://chat.example.org".into()]),
             ping_every: PING_EVERY,
             tls: None,
+            page: true,
+            probes: None,
         };
         assert!(web.allows("http://localhost:8080", Some("localhost:8080")));
         assert!(web.allows("https://chat.example.org/", Some("10.0.0.1:8080")));
