@@ -62,6 +62,11 @@ pub(crate) fn accept_loop(
             }
         }
         if let Some(e) = failed {
+            // Some were taken this turn: descriptors come and go, so the
+            // wait starts short again (as it did before the failure).
+            if !idle {
+                backoff = ACCEPT_BACKOFF_MIN;
+            }
             if backoff == ACCEPT_BACKOFF_MIN {
                 log::warn!("accepting a connection failed: {e}; backing off");
             }
