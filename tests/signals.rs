@@ -12,7 +12,7 @@ fn sighup_is_logged_and_the_server_chats_on() {
     let server = TestServer::start(dir.path(), &[]);
     let mut alice = server.join("alice");
     server.signal(libc::SIGHUP);
-    server.expect_stderr("SIGHUP: no TLS certificate to reload; still serving");
+    server.expect_stderr("SIGHUP: no config file and no TLS certificate to reload; still serving");
     server.signal(libc::SIGHUP);
     let mut bob = server.join("bob");
     alice.send("after two hangups");
