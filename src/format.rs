@@ -169,15 +169,21 @@ where
 {
     Line::new(
         format!("[{}] {}: {}\n", clock(time), message.from, message.text),
-        json_line(&MessageJson {
-            kind: "message",
-            id: message.id,
-            time: message.time,
-            room: message.room,
-            from: message.from,
-            text: message.text,
-        }),
+        message_json(message),
     )
+}
+
+/// A room message's JSON event, the same live, in a history page and in search
+/// results.
+fn message_json(message: &Message<'_>) -> String {
+    json_line(&MessageJson {
+        kind: "message",
+        id: message.id,
+        time: message.time,
+        room: message.room,
+        from: message.from,
+        text: message.text,
+    })
 }
 
 fn whisper_json(message: &Message<'_>) -> String {
@@ -431,14 +437,7 @@ pub fn paged(message: &Message<'_>) -> Line {
             message.from,
             message.text
         ),
-        json_line(&MessageJson {
-            kind: "message",
-            id: message.id,
-            time: message.time,
-            room: message.room,
-            from: message.from,
-            text: message.text,
-        }),
+        message_json(message),
     )
 }
 
@@ -469,14 +468,7 @@ pub fn found(message: &Message<'_>) -> Line {
                 message.from,
                 message.text
             ),
-            json_line(&MessageJson {
-                kind: "message",
-                id: message.id,
-                time: message.time,
-                room: message.room,
-                from: message.from,
-                text: message.text,
-            }),
+            message_json(message),
         )
     }
 }

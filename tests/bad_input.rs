@@ -7,22 +7,7 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TestServer};
-
-fn server(args: &[&str]) -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), args);
-    (dir, server)
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+use common::{PATIENCE, TestServer, rss_kib, server_in_tempdir as server};
 
 #[test]
 fn a_line_at_the_limit_passes_and_one_byte_more_is_refused_without_closing() {

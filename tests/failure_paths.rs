@@ -12,13 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, TestServer, server_tool};
-
-fn server(args: &[&str]) -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), args);
-    (dir, server)
-}
+use common::{Client, PATIENCE, TestServer, server_in_tempdir as server, server_tool};
 
 /// Waits until `data.csv` says that `name`'s session ended: a session that
 /// first answers 16,000 commands (a debug build, on a busy machine) may take

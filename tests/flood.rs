@@ -9,22 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, TestServer, chat_lines};
-
-fn server(args: &[&str]) -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), args);
-    (dir, server)
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+use common::{Client, PATIENCE, TestServer, chat_lines, rss_kib, server_in_tempdir as server};
 
 fn is_slowed_notice(line: &str) -> bool {
     line.starts_with("* ") && line.contains("sending fast")

@@ -7,6 +7,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -280,18 +282,36 @@ fn a_websocket_that_stops_reading_is_dropped_while_others_go_on() {
     nick.expect_line("you joined #quiet");
     // slow reads nothing from here on while the talker floods its room with
     // 16 MB, more than the kernel's buffers and slow's queue hold together.
-    // The talker reads its own echoes on one thread and writes on another.
+    // The talker reads its own echoes on one thread and writes on another,
+    // never more than 16 lines ahead of the echoes it has read, so that on a
+    // busy machine it never becomes a slow reader itself.
+    let echoed = Arc::new(AtomicUsize::new(0));
     let mut echoes = talker.stream.try_clone().unwrap();
+    let counter = Arc::clone(&echoed);
     thread::spawn(move || {
         let mut sink = vec![0u8; 1 << 16];
-        while matches!(echoes.read(&mut sink), Ok(n) if n > 0) {}
+        while let Ok(n) = echoes.read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+            let lines = sink[..n].iter().filter(|&&b| b == b'\n').count();
+            counter.fetch_add(lines, Ordering::Relaxed);
+        }
+        // Closed: let the writer run into the closed socket and say so.
+        counter.store(usize::MAX / 2, Ordering::Relaxed);
     });
     let mut out = talker.stream.try_clone().unwrap();
     let writer = thread::spawn(move || {
         let text = "x".repeat(4000);
-        for _ in 0..4000 {
-            out.write_all(format!("{text}\n").as_bytes()).unwrap();
+        for sent in 0..4000 {
+            let deadline = Instant::now() + PATIENCE;
+            while sent > echoed.load(Ordering::Relaxed) + 16 {
+                assert!(Instant::now() < deadline, "the talker's echoes stopped");
+                thread::yield_now();
+            }
+            out.write_all(format!("{text}\n").as_bytes())?;
         }
+        std::io::Result::Ok(())
     });
     let mut round = 0;
     while !server.stderr_text().contains("it stopped reading") {
@@ -302,7 +322,9 @@ fn a_websocket_that_stops_reading_is_dropped_while_others_go_on() {
         wendy.send(&format!("me too {round}"));
         nick.expect_line(&format!("wendy: me too {round}"));
     }
-    writer.join().unwrap();
+    if let Err(e) = writer.join().unwrap() {
+        panic!("the talker was cut off: {e}; {}", server.stderr_text());
+    }
     // The dropped one gets its last words (if its socket takes them), then the end.
     slow.expect_closed();
     let deadline = Instant::now() + PATIENCE;
@@ -443,8 +465,21 @@ fn unread_and_mention_counts_follow_the_rooms_a_user_has_read() {
     bob.send("alice, are you there?");
     let two = alice.expect("unread", |e| e["rooms"][0]["unread"] == 2);
     assert_eq!(two["rooms"][0]["mentions"], 1);
-    // Another device sees the same counts.
+    // Another device sees the same counts, once this one is gone (until the
+    // server has seen it go, the name is still taken).
     drop(alice);
+    let deadline = Instant::now() + PATIENCE;
+    while !server
+        .events()
+        .iter()
+        .any(|r| &r[4] == "alice" && &r[5] == "disconnect")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "alice's first session did not end"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let mut phone = Ws::login(web, "alice");
     phone.send("/unread");
     let counts = phone.expect("unread", |e| e["rooms"][0]["room"] == "general");

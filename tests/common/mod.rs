@@ -29,6 +29,24 @@ pub fn server_bin() -> &'static str {
     env!("CARGO_BIN_EXE_server")
 }
 
+/// A server with `args` on a fresh temporary data directory, kept alive by
+/// the returned `TempDir`.
+pub fn server_in_tempdir(args: &[&str]) -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), args);
+    (dir, server)
+}
+
+/// A process's resident memory in KiB, from `/proc`.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 fn drain(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
     thread::spawn(move || {
         for line in BufReader::new(stream).lines() {

@@ -198,3 +198,17 @@ pub fn slices<'a>(
     }
     slices
 }
+
+/// Reads what the peer still sends for a moment, so that closing does not
+/// reset the connection before it has read the last response (a refusal, an
+/// HTTP error).
+pub(super) fn drain(stream: &dyn Stream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    for _ in 0..16 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}

@@ -235,14 +235,7 @@ fn refuse_in_tls(mut stream: TcpStream, config: &Arc<ServerConfig>, line: &[u8])
     let _ = stream.shutdown(Shutdown::Write);
     // Read what the newcomer still sends, so that closing does not reset
     // the connection before it reads why.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut sink = [0u8; 1024];
-    for _ in 0..16 {
-        match stream.read(&mut sink) {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-    }
+    super::drain(&stream);
 }
 
 /// What both halves share: the socket and the rustls state.

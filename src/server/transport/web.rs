@@ -409,7 +409,7 @@ fn respond(stream: &dyn Stream, asset: &Asset, host: Option<&str>, body: bool) {
     });
     if written.is_ok() {
         stream.shutdown(Shutdown::Write);
-        drain(stream);
+        super::drain(stream);
     }
 }
 
@@ -446,7 +446,7 @@ fn respond_probe(stream: &dyn Stream, metrics: bool, head_only: bool) {
     });
     if written.is_ok() {
         stream.shutdown(Shutdown::Write);
-        drain(stream);
+        super::drain(stream);
     }
 }
 
@@ -470,20 +470,7 @@ fn respond_error(stream: &dyn Stream, status: u16, why: &str) {
     );
     if write_all(stream, response.as_bytes()).is_ok() {
         stream.shutdown(Shutdown::Write);
-        drain(stream);
-    }
-}
-
-/// Reads what the client still sends for a moment, so that closing does
-/// not reset the connection before it has read the response.
-fn drain(stream: &dyn Stream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut sink = [0u8; 1024];
-    for _ in 0..16 {
-        match stream.read(&mut sink) {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
+        super::drain(stream);
     }
 }
 
