@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use chatroom::names;
 use chatroom::server::accounts::{Accounts, Role};
 use chatroom::server::certs::{self, Certificates};
+use chatroom::server::cluster::{self, ClusterConfig};
 use chatroom::server::config::Config;
 use chatroom::server::limits;
 use chatroom::server::moderation::{Ban, Bans};
@@ -118,6 +119,21 @@ struct Args {
     /// answers nothing by the next ping is dropped as gone.
     #[arg(long, default_value_t = web::PING_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     web_ping_secs: u64,
+    /// Join a cluster of servers that share one chat through this Redis
+    /// (redis://HOST:PORT or redis+unix:///PATH): people on any node see the
+    /// same rooms, names, history and ids. Each node keeps its own
+    /// --data-dir. See docs/cluster.md.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// Seconds a node's lease lasts without renewal (renewed every second):
+    /// a node unheard of for longer is fenced, then reaped by the others.
+    #[arg(long, default_value_t = cluster::DEFAULT_LEASE.as_secs(), value_parser = clap::value_parser!(u64).range(2..=3600), requires = "cluster")]
+    cluster_lease: u64,
+    /// Entries of the cluster's log Redis keeps (0: all); a node away for
+    /// longer than it takes the cluster to write these must copy
+    /// messages.csv from another node.
+    #[arg(long, default_value_t = cluster::DEFAULT_KEEP, requires = "cluster")]
+    cluster_keep: u64,
 }
 
 /// Managing accounts and bans.
@@ -226,6 +242,11 @@ fn main() -> ExitCode {
         fsync: !args.no_fsync,
         max_rooms: args.max_rooms,
         max_rooms_per_user: args.max_rooms_per_user,
+        cluster: args.cluster.map(|url| ClusterConfig {
+            url,
+            lease: Duration::from_secs(args.cluster_lease),
+            keep: args.cluster_keep,
+        }),
     };
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),

@@ -37,6 +37,8 @@ pub struct Config {
     pub max_rooms: usize,
     /// Rooms one name may make (admins are not limited).
     pub max_rooms_per_user: usize,
+    /// Join a cluster of servers on Redis (`--cluster`); none: serve alone.
+    pub cluster: Option<crate::server::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             fsync: true,
             max_rooms: limits::DEFAULT_MAX_ROOMS,
             max_rooms_per_user: limits::DEFAULT_MAX_ROOMS_PER_USER,
+            cluster: None,
         }
     }
 }

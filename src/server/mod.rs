@@ -47,6 +47,7 @@ use crossbeam_channel::RecvTimeoutError;
 
 use crate::format;
 use crate::server::accounts::Accounts;
+use crate::server::cluster::Cluster;
 use crate::server::config::Config;
 use crate::server::context::Context;
 use crate::server::index::Index;
@@ -64,6 +65,7 @@ use crate::server::unread::Reads;
 pub mod accept;
 pub mod accounts;
 pub mod certs;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod context;
@@ -135,6 +137,7 @@ pub struct Server {
     config: Config,
     store: Store,
     recovered: Recovered,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Server {
@@ -152,10 +155,22 @@ impl Server {
             config.data_dir.display(),
             recovered.next_id
         );
+        let cluster = match &config.cluster {
+            Some(settings) => Some(
+                Cluster::join(
+                    settings.clone(),
+                    recovered.next_id.saturating_sub(1),
+                    &config.data_dir,
+                )
+                .map_err(|e| StoreError::Cluster(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             config,
             store,
             recovered,
+            cluster,
         })
     }
 
@@ -172,7 +187,17 @@ impl Server {
             config,
             mut store,
             recovered,
+            cluster,
         } = self;
+        let mutes = Arc::new(Mutes::default());
+        let last_id = recovered.next_id.saturating_sub(1);
+        if let Some(cluster) = &cluster {
+            store.set_cluster(
+                Arc::clone(cluster),
+                Bans::open(&config.data_dir),
+                Arc::clone(&mutes),
+            );
+        }
         let index = Arc::new(Index::start(&config.data_dir)?);
         store.set_feed(index.feed());
         let reads = Arc::new(Reads::open(&config.data_dir));
@@ -191,6 +216,28 @@ impl Server {
             registry.ensure_room(room);
         }
         let (store_tx, store_thread) = store.spawn(Arc::clone(&registry))?;
+        // A cluster node: the client threads ask the appender, which asks
+        // Redis; the follower brings the log to the store.
+        let mut cluster_threads = Vec::new();
+        let store_tx = match &cluster {
+            Some(cluster) => {
+                let (append_tx, appender) =
+                    cluster::appender::spawn(Arc::clone(cluster), store_tx.clone())?;
+                cluster_threads.push(appender);
+                cluster_threads.push(cluster::follower::spawn(
+                    Arc::clone(cluster),
+                    store_tx,
+                    Arc::clone(&registry),
+                    cluster::Pos::message(last_id),
+                )?);
+                cluster_threads.push(cluster::heartbeat::spawn(
+                    Arc::clone(cluster),
+                    Arc::clone(&registry),
+                )?);
+                append_tx
+            }
+            None => store_tx,
+        };
         let data_dir = config.data_dir.clone();
         let (stop_tx, stopping) = crossbeam_channel::bounded::<()>(0);
         let context = Arc::new(Context {
@@ -203,7 +250,8 @@ impl Server {
             accounts: Accounts::open(&data_dir),
             bans: Bans::open(&data_dir),
             tokens: Tokens::open(&data_dir),
-            mutes: Mutes::default(),
+            mutes,
+            cluster: cluster.clone(),
             failures: LoginFailures::new(LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW),
             flushers: Flushers::start(FLUSHERS)?,
             index: Arc::clone(&index),
@@ -241,6 +289,13 @@ impl Server {
         // ends, however many client threads still hold a sender.
         let _ = context.store.send(Request::Stop);
         let ended = store_thread.join();
+        if let Some(cluster) = &cluster {
+            cluster.stop();
+            for thread in cluster_threads {
+                let _ = thread.join();
+            }
+            cluster.leave();
+        }
         index.stop();
         // The store may have delivered the last messages after the goodbyes;
         // the flushers finish what they can, then stop.
