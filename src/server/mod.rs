@@ -28,6 +28,12 @@
 //!    has got; its own thread reads the new rows into `messages.index`
 //!    (SQLite FTS5), which `/history` and `/search` ask.
 //!
+//! 8. As a node of a [`cluster`] (`--cluster`), step 5 goes through Redis:
+//!    the store's channel leads to the cluster's appender, which appends
+//!    messages and events to one Redis stream shared by every node; the
+//!    node's follower reads the stream back into the store, which writes
+//!    and delivers as above. So every node's `messages.csv` is the same.
+//!
 //! [`context`] is what the client threads share; [`limits`] names every
 //! bound; [`config`] holds what the flags set; [`table`] keeps the small CSV
 //! tables (`accounts.csv`, `bans.csv`) that are rewritten atomically;

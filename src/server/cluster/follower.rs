@@ -17,8 +17,8 @@ use redis::{Connection, Value};
 
 use crate::server::cluster::scripts;
 use crate::server::cluster::{
-    BACKOFF_MAX, BACKOFF_MIN, BLOCK, Cluster, Logged, Pos, READ_COUNT, RawEntry, record, saw_head,
-    stream_entries,
+    BACKOFF_MAX, BACKOFF_MIN, BLOCK, Cluster, Logged, Pos, READ_COUNT, RawEntry,
+    into_stream_entries, record, saw_head,
 };
 use crate::server::registry::Registry;
 use crate::server::store::Request;
@@ -134,12 +134,12 @@ fn run(cluster: &Cluster, store: &Sender<Request>, registry: &Registry, from: Po
                 continue;
             }
         };
-        let Some(raw) = first_stream(&value) else {
+        let Some(raw) = first_stream(value) else {
             continue;
         };
         let mut batch = Vec::with_capacity(raw.len());
         for (id, pairs) in raw {
-            let entry = match record::decode(&id, &pairs) {
+            let entry = match record::decode(&id, pairs) {
                 Ok(entry) => entry,
                 Err(e) => {
                     cluster.set_broken(format!(
@@ -175,14 +175,19 @@ fn run(cluster: &Cluster, store: &Sender<Request>, registry: &Registry, from: Po
 }
 
 /// The entries of the one stream of an XREAD reply (none on a timeout).
-fn first_stream(value: &Value) -> Option<Vec<RawEntry>> {
+fn first_stream(value: Value) -> Option<Vec<RawEntry>> {
     let stream = match value {
-        Value::Array(streams) => streams.first()?,
-        Value::Map(streams) => return streams.first().map(|(_, v)| stream_entries(v)),
+        Value::Array(streams) => streams.into_iter().next()?,
+        Value::Map(streams) => {
+            return streams
+                .into_iter()
+                .next()
+                .map(|(_, v)| into_stream_entries(v));
+        }
         _ => return None,
     };
     let Value::Array(parts) = stream else {
         return None;
     };
-    Some(stream_entries(parts.get(1)?))
+    Some(into_stream_entries(parts.into_iter().nth(1)?))
 }

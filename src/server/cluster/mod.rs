@@ -4,7 +4,7 @@
 //! Redis-streams adapter; docs/cluster.md has the longer story)
 //! - **One log.** One Redis stream, `chat:log`, holds every room message,
 //!   whisper, login, move, quit, room made and admin's act of the whole
-//!   cluster. A Lua script per batch ([`scripts::APPEND`]) checks the
+//!   cluster. A Lua script per batch (see [`scripts`]) checks the
 //!   node's fencing token, bans and mutes, names and presence, deduplicates
 //!   a batch sent again after a lost answer, gives each message its id from
 //!   one counter and appends. Stream order is id order is file order. Redis
@@ -17,7 +17,8 @@
 //!   is a full, identical copy. A place that does not follow the one
 //!   before is a gap: the node stops loudly, it never skips.
 //! - **State as events.** Logins, moves and quits are entries of the same
-//!   log, so every node knows who is where ([`Registry`]'s remote users),
+//!   log, so every node knows who is where (the
+//!   [registry](crate::server::registry)'s remote users),
 //!   and `/who` and `/list` stay local.
 //! - **Names and liveness.** The [`heartbeat`] thread renews the node's
 //!   lease every second. A node that cannot renew it for longer than the
@@ -111,6 +112,11 @@ pub fn cluster_lag() -> Option<u64> {
 /// Records that the log holds messages up to `id`.
 pub(crate) fn saw_head(id: u64) {
     HEAD.fetch_max(id, Ordering::AcqRel);
+}
+
+/// The highest message id this node has written.
+pub(crate) fn written() -> u64 {
+    WRITTEN.load(Ordering::Acquire)
 }
 
 /// Records that this node has written messages up to `id`.
@@ -409,6 +415,48 @@ pub(crate) fn text(value: &Value) -> Option<String> {
         Value::Okay => Some("OK".into()),
         _ => None,
     }
+}
+
+/// The text of a bulk or simple string value, taken without a copy.
+pub(crate) fn into_text(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
+        Value::SimpleString(s) => Some(s),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The entries of an XREAD stream's entry list, taken apart without
+/// copies (the follower reads every entry of the cluster).
+pub(crate) fn into_stream_entries(value: Value) -> Vec<RawEntry> {
+    let Value::Array(items) = value else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(parts) = item else {
+                return None;
+            };
+            let mut parts = parts.into_iter();
+            let id = into_text(parts.next()?)?;
+            let Some(Value::Array(flat)) = parts.next() else {
+                return Some((id, Vec::new()));
+            };
+            let mut pairs = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                if let (Some(k), Some(v)) = (into_text(k), into_text(v)) {
+                    pairs.push((k, v));
+                }
+            }
+            Some((id, pairs))
+        })
+        .collect()
 }
 
 /// A stream entry as Redis gives it: its id and its field-value pairs.

@@ -273,14 +273,16 @@ impl fmt::Display for Unreadable {
     }
 }
 
-/// Reads one stream entry (its id and its field-value pairs).
-pub fn decode(id: &str, pairs: &[(String, String)]) -> Result<Entry, Unreadable> {
+/// Reads one stream entry (its id and its field-value pairs, taken).
+pub fn decode(id: &str, mut pairs: Vec<(String, String)>) -> Result<Entry, Unreadable> {
     let pos = Pos::parse(id).ok_or_else(|| Unreadable(format!("entry id {id:?}")))?;
+    let pairs = std::cell::RefCell::new(&mut pairs);
     let get = |name: &str| {
         pairs
-            .iter()
+            .borrow_mut()
+            .iter_mut()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| std::mem::take(v))
     };
     let need = |name: &str| get(name).ok_or_else(|| Unreadable(format!("entry {id}: no {name}")));
     let room = |text: String| (!text.is_empty()).then_some(text);
@@ -453,7 +455,7 @@ mod tests {
             ),
         ];
         for (id, event) in events {
-            let entry = decode(id, &pairs(&event, "n1", 42)).unwrap();
+            let entry = decode(id, pairs(&event, "n1", 42)).unwrap();
             assert_eq!(entry.event, event);
             assert_eq!(entry.node, "n1");
             assert_eq!(entry.uid, 42);
@@ -470,10 +472,10 @@ mod tests {
             from: "a".into(),
             text: "x".into(),
         };
-        assert!(decode("5-1", &pairs(&say, "n", 1)).is_err());
+        assert!(decode("5-1", pairs(&say, "n", 1)).is_err());
         let mut odd = pairs(&say, "n", 1);
         odd[0].1 = "dance".into();
-        assert!(decode("5-0", &odd).is_err());
-        assert!(decode("5-0", &[]).is_err());
+        assert!(decode("5-0", odd).is_err());
+        assert!(decode("5-0", Vec::new()).is_err());
     }
 }

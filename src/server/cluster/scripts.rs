@@ -52,18 +52,22 @@ local function reap(node, keep, why)
 end
 "#;
 
-/// Appends a batch. ARGV: node, token, batch key, keep, then per entry:
-/// kind, uid, pair count, pairs. Returns one answer per entry: its place,
-/// or `taken`, `refused:WHY`, `skip`; or `{'fenced'}` for the whole batch.
+/// Appends a batch. ARGV: node, token, batch key, keep, the last message
+/// id the node has written, then per entry: kind, uid, pair count, pairs.
+/// Returns one answer per entry: its place, or `taken`, `refused:WHY`,
+/// `skip`; or `{'fenced'}` for the whole batch (the lease is not this
+/// node's, or Redis has fewer messages than the node wrote: it lost
+/// acknowledged writes, and the same ids must not be given twice).
 const APPEND: &str = r#"
 local node, token, batch, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local done = redis.call('GET', batch)
 if done then return cjson.decode(done) end
 if redis.call('GET', 'chat:node:' .. node) ~= token then return {'fenced'} end
+if tonumber(redis.call('GET', 'chat:msg') or '0') < tonumber(ARGV[5]) then return {'fenced'} end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local results = {}
-local i = 5
+local i = 6
 while i <= #ARGV do
   local kind, uid, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local f = {}
@@ -233,7 +237,8 @@ pub fn append(
         call.arg(&cluster.node)
             .arg(&cluster.token)
             .arg(format!("chat:batch:{}:{batch}", cluster.node))
-            .arg(cluster.config.keep);
+            .arg(cluster.config.keep)
+            .arg(super::written());
         for entry in entries {
             call.arg(entry.kind).arg(entry.uid).arg(entry.fields.len());
             for (k, v) in &entry.fields {
