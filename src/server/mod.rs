@@ -239,6 +239,7 @@ impl Server {
                 cluster_threads.push(cluster::heartbeat::spawn(
                     Arc::clone(cluster),
                     Arc::clone(&registry),
+                    config.data_dir.clone(),
                 )?);
                 append_tx
             }

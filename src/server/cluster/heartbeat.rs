@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -25,17 +26,25 @@ use redis::Connection;
 
 use crate::format;
 use crate::server::cluster::scripts::{self, Renewed};
+use crate::server::cluster::tables::Tables;
 use crate::server::cluster::{Cluster, HEARTBEAT, REAP_GRACE, saw_head};
 use crate::server::registry::Registry;
 
 /// Starts the heartbeat.
-pub fn spawn(cluster: Arc<Cluster>, registry: Arc<Registry>) -> io::Result<JoinHandle<()>> {
+pub fn spawn(
+    cluster: Arc<Cluster>,
+    registry: Arc<Registry>,
+    data_dir: PathBuf,
+) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("cluster-lease".into())
-        .spawn(move || run(&cluster, &registry))
+        .spawn(move || run(&cluster, &registry, &data_dir))
 }
 
-fn run(cluster: &Cluster, registry: &Registry) {
+fn run(cluster: &Cluster, registry: &Registry, data_dir: &Path) {
+    let mut tables = cluster
+        .take_tables()
+        .unwrap_or_else(|| Tables::new(data_dir));
     let mut con: Option<Connection> = None;
     let mut last_ok = Instant::now();
     let mut missing: HashMap<String, Instant> = HashMap::new();
@@ -71,8 +80,11 @@ fn run(cluster: &Cluster, registry: &Registry) {
                 if let Ok(head) = scripts::head(&mut c) {
                     saw_head(head);
                 }
-                if look_for_dead(cluster, &mut c, &mut missing, started).is_ok() {
-                    con = Some(c);
+                let looked = look_for_dead(cluster, &mut c, &mut missing, started)
+                    .and_then(|()| tables.sync(&mut c));
+                match looked {
+                    Ok(()) => con = Some(c),
+                    Err(e) => log::warn!("cannot look after the cluster: {e}"),
                 }
             }
             Err(e) => {

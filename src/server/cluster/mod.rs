@@ -47,6 +47,7 @@ pub mod follower;
 pub mod heartbeat;
 pub mod record;
 pub mod scripts;
+pub mod tables;
 
 pub use record::{Entry, Event, Moderation, Pos};
 
@@ -184,6 +185,8 @@ pub struct Cluster {
     /// Where the follower must read from again (the store could not write
     /// what it was given); 0: nowhere.
     rewind: Mutex<Option<Pos>>,
+    /// The shared tables, synced once at start, then by the heartbeat.
+    tables: Mutex<Option<tables::Tables>>,
 }
 
 /// Why a node cannot join.
@@ -236,6 +239,7 @@ impl Cluster {
             uids: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             rewind: Mutex::new(None),
+            tables: Mutex::new(None),
         };
         let mut con = cluster.connect().map_err(|e| {
             JoinError(format!(
@@ -255,6 +259,13 @@ impl Cluster {
         }
         scripts::register(&cluster, &mut con)
             .map_err(|e| JoinError(format!("cannot take a lease in the cluster: {e}")))?;
+        // Accounts, bans and tokens as the cluster has them before anyone
+        // logs in here.
+        let mut shared = tables::Tables::new(data_dir);
+        shared
+            .sync(&mut con)
+            .map_err(|e| JoinError(format!("cannot read the cluster's accounts: {e}")))?;
+        *cluster.tables.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared);
         ACTIVE.store(true, Ordering::Release);
         saw_head(head);
         wrote(last_id);
@@ -313,6 +324,11 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&uid)
+    }
+
+    /// The shared tables, for the heartbeat to keep in step.
+    pub(crate) fn take_tables(&self) -> Option<tables::Tables> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Asks the follower to read again from `pos` (the store could not write
