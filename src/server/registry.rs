@@ -354,7 +354,9 @@ impl Registry {
     pub fn claim_name(&self, id: ClientId, name: &str) -> Result<Arc<str>, NameError> {
         let mut inner = self.lock();
         let key = names::fold(name);
-        if inner.names.contains_key(&key) || inner.remote.contains_key(&key) {
+        // Names held on other nodes of a cluster are the cluster's to
+        // grant or refuse (one may be a dead node's, free again).
+        if inner.names.contains_key(&key) {
             return Err(NameError::Taken(name.to_string()));
         }
         let Some(client) = inner.clients.get_mut(&id) else {

@@ -98,6 +98,11 @@ pub(crate) fn serve(
     session.run(input);
 }
 
+/// How long a login whose name is held on another node waits before it
+/// asks again (to see whether that node still renews its lease, every
+/// second), and how often it asks while waiting for a dead node's names.
+const STALE_RETRY: Duration = Duration::from_millis(1200);
+
 /// Said of a WebSocket message that held a line break.
 const LINE_BREAK_REFUSED: &str =
     "a message may not hold a line break: send one line per message; it was not sent";
@@ -368,7 +373,7 @@ impl Session {
             loop {
                 let n = context.guests.fetch_add(1, Ordering::Relaxed);
                 if let Ok(name) = registry.claim_name(self.id, &format!("Guest{n}")) {
-                    match self.cluster_claim(&name, false) {
+                    match self.cluster_claim(&name, false, false) {
                         Ok(()) => break name,
                         Err(Refusal::Say(why)) if why.contains("is taken") => {
                             registry.unclaim(self.id);
@@ -392,7 +397,7 @@ impl Session {
             let name = registry
                 .claim_name(self.id, wanted)
                 .map_err(|e| Refusal::Say(e.to_string()))?;
-            if let Err(refusal) = self.cluster_claim(&name, false) {
+            if let Err(refusal) = self.cluster_claim(&name, false, true) {
                 registry.unclaim(self.id);
                 return Err(refusal);
             }
@@ -466,7 +471,7 @@ impl Session {
             outbox.stop_reading();
             self.announce(told);
         }
-        if let Err(refusal) = self.cluster_claim(&name, true) {
+        if let Err(refusal) = self.cluster_claim(&name, true, true) {
             self.context.registry.unclaim(self.id);
             return Err(refusal);
         }
@@ -476,27 +481,71 @@ impl Session {
     /// In a cluster, claims the name in Redis too (and says where the user
     /// lands): `take` takes it over from a connection on another node.
     /// Alone, there is nothing to ask.
-    fn cluster_claim(&self, name: &Arc<str>, take: bool) -> Result<(), Refusal> {
-        if self.context.cluster.is_none() {
+    ///
+    /// A name held on another node is asked for again after
+    /// [`STALE_RETRY`]: if that node renewed its lease meanwhile, the name
+    /// is taken; if not, the node has died (the person is reconnecting
+    /// here) and the name is waited for, since it is freed within seconds.
+    /// Guests (`patient` false) are refused at once: they take the next
+    /// number.
+    fn cluster_claim(&self, name: &Arc<str>, take: bool, patient: bool) -> Result<(), Refusal> {
+        let Some(cluster) = &self.context.cluster else {
             return Ok(());
-        }
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        let room = self.context.config.default_room.as_deref().map(Arc::from);
-        let asked = self.context.store.send(Request::Login {
-            name: Arc::clone(name),
-            room,
-            take,
-            reply,
-        });
-        match asked.map(|()| answer.recv_timeout(LOGIN_WAIT)) {
-            Ok(Ok(Claim::Granted)) => Ok(()),
-            Ok(Ok(Claim::Taken)) => {
-                Err(Refusal::Say(NameError::Taken(name.to_string()).to_string()))
+        };
+        let deadline = Instant::now() + cluster.freed_within();
+        let mut first: Option<(String, i64, Instant)> = None;
+        let mut told = false;
+        loop {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let room = self.context.config.default_room.as_deref().map(Arc::from);
+            let asked = self.context.store.send(Request::Login {
+                name: Arc::clone(name),
+                room,
+                take,
+                reply,
+            });
+            let answer = asked.map(|()| answer.recv_timeout(LOGIN_WAIT));
+            let gone = match (&answer, &first) {
+                (Ok(Ok(Claim::Taken { node, ttl_ms })), Some((was, ttl, at))) => {
+                    // Not renewed since the first look: its lease only
+                    // ran down.
+                    let ran = i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
+                    node == was && ttl_ms.saturating_add(ran) < ttl + 300
+                }
+                _ => false,
+            };
+            match answer {
+                Ok(Ok(Claim::Granted)) => return Ok(()),
+                Ok(Ok(Claim::Taken { node, ttl_ms })) if patient && first.is_none() => {
+                    first = Some((node, ttl_ms, Instant::now()));
+                    match self.context.stopping.recv_timeout(STALE_RETRY) {
+                        Err(RecvTimeoutError::Timeout) if !self.outbox.is_closed() => {}
+                        _ => return Err(Refusal::End(LoginEnd::Left)),
+                    }
+                }
+                Ok(Ok(Claim::Taken { .. })) if gone && Instant::now() < deadline => {
+                    if !std::mem::replace(&mut told, true) {
+                        self.outbox.send(format::notice(format_args!(
+                            "{name} is still held on a server of this cluster that stopped answering; it is freed within {} seconds: waiting",
+                            cluster.freed_within().as_secs()
+                        )));
+                    }
+                    // Closed at shutdown: then the wait ends at once.
+                    match self.context.stopping.recv_timeout(STALE_RETRY) {
+                        Err(RecvTimeoutError::Timeout) if !self.outbox.is_closed() => {}
+                        _ => return Err(Refusal::End(LoginEnd::Left)),
+                    }
+                }
+                Ok(Ok(Claim::Taken { .. })) => {
+                    return Err(Refusal::Say(NameError::Taken(name.to_string()).to_string()));
+                }
+                _ => {
+                    return Err(Refusal::Say(
+                        "this server cannot reach the rest of its cluster right now; try again in a moment"
+                            .into(),
+                    ));
+                }
             }
-            _ => Err(Refusal::Say(
-                "this server cannot reach the rest of its cluster right now; try again in a moment"
-                    .into(),
-            )),
         }
     }
 

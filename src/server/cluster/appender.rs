@@ -378,8 +378,8 @@ impl Appender {
                     .push_back(Request::Log(Event::Quit { name, gone: false }));
             }
             (Waiter::Login { .. }, Answer::At(_)) => {}
-            (Waiter::Login { reply, .. }, Answer::Taken) => {
-                let _ = reply.send(Claim::Taken);
+            (Waiter::Login { reply, .. }, Answer::Taken { node, ttl_ms }) => {
+                let _ = reply.send(Claim::Taken { node, ttl_ms });
             }
             (Waiter::Login { reply, .. }, _) => {
                 let _ = reply.send(Claim::Unavailable);

@@ -155,12 +155,19 @@ pub struct Logged {
 }
 
 /// A login's claim of its name, as the cluster answered it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// The name is this connection's.
     Granted,
-    /// Someone on another node has it.
-    Taken,
+    /// Someone on another node has it: that node, and how long its lease
+    /// has left (a node that stopped renewing it is gone: its names are
+    /// freed within [`Cluster::freed_within`]).
+    Taken {
+        /// The node that holds it.
+        node: String,
+        /// Its lease's time to live, in milliseconds.
+        ttl_ms: i64,
+    },
     /// Redis could not be asked (or this node is fenced).
     Unavailable,
 }
@@ -283,6 +290,12 @@ impl Cluster {
         con.set_read_timeout(Some(READ_TIMEOUT))?;
         con.set_write_timeout(Some(READ_TIMEOUT))?;
         Ok(con)
+    }
+
+    /// How long a name held by a node that stopped answering may take to be
+    /// freed: what is left of its lease, the reapers' grace and a heartbeat.
+    pub fn freed_within(&self) -> Duration {
+        self.config.lease + REAP_GRACE + HEARTBEAT * 2
     }
 
     /// True while this node may not send or log anyone in.

@@ -100,7 +100,7 @@ while i <= #ARGV do
         if f.take == '1' then
           before = {'k', 'takeover', 'n', node, 'u', '0', 'f', f.f, 'key', f.key, 'o', owner}
         else
-          result = 'taken'
+          result = 'taken:' .. redis.call('PTTL', 'chat:node:' .. owner) .. ':' .. owner
         end
       elseif owner ~= node then
         before = {'k', 'quit', 'n', owner, 'u', '0', 'f', f.f, 'key', f.key, 'w', 'gone'}
@@ -214,8 +214,14 @@ pub struct Outgoing {
 pub enum Answer {
     /// Appended at this place.
     At(super::Pos),
-    /// A login's name is held on another node.
-    Taken,
+    /// A login's name is held on another node: which, and how long its
+    /// lease has left (in ms).
+    Taken {
+        /// The node.
+        node: String,
+        /// Its lease's time to live.
+        ttl_ms: i64,
+    },
     /// Refused (banned, muted, recipient gone): why.
     Refused(String),
     /// Nothing to do (a move or quit of a name this node no longer holds).
@@ -254,13 +260,21 @@ pub fn append(
         answers
             .into_iter()
             .map(|a| match a.as_str() {
-                "taken" => Answer::Taken,
                 "skip" => Answer::Skipped,
-                other => match other.strip_prefix("refused:") {
-                    Some(why) => Answer::Refused(why.to_string()),
-                    None => super::Pos::parse(other)
-                        .map_or_else(|| Answer::Refused(other.to_string()), Answer::At),
-                },
+                other => {
+                    if let Some(why) = other.strip_prefix("refused:") {
+                        Answer::Refused(why.to_string())
+                    } else if let Some(held) = other.strip_prefix("taken:") {
+                        let (ttl, node) = held.split_once(':').unwrap_or((held, ""));
+                        Answer::Taken {
+                            node: node.to_string(),
+                            ttl_ms: ttl.parse().unwrap_or(0),
+                        }
+                    } else {
+                        super::Pos::parse(other)
+                            .map_or_else(|| Answer::Refused(other.to_string()), Answer::At)
+                    }
+                }
             })
             .collect(),
     ))
