@@ -232,7 +232,7 @@ impl Cluster {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| {
             JoinError(format!(
                 "--cluster {}: {e} (expected redis://HOST:PORT or redis+unix:///PATH)",
-                config.url
+                shown_url(&config.url)
             ))
         })?;
         let cluster = Cluster {
@@ -251,7 +251,7 @@ impl Cluster {
         let mut con = cluster.connect().map_err(|e| {
             JoinError(format!(
                 "cannot reach the cluster's Redis at {}: {e}; start redis-server first (see docs/cluster.md)",
-                cluster.config.url
+                shown_url(&cluster.config.url)
             ))
         })?;
         let head: u64 = redis::cmd("GET")
@@ -278,7 +278,7 @@ impl Cluster {
         wrote(last_id);
         log::info!(
             "joined the cluster at {} as node {} (messages.csv ends at id {last_id}, the log at id {head})",
-            cluster.config.url,
+            shown_url(&cluster.config.url),
             cluster.node
         );
         Ok(Arc::new(cluster))
@@ -387,6 +387,21 @@ impl Cluster {
             }
             std::thread::sleep(left.min(Duration::from_millis(50)));
         }
+    }
+}
+
+/// The Redis URL as logs and errors show it: without its password
+/// (`redis://:PASSWORD@HOST` or `redis://USER:PASSWORD@HOST`).
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }
 
@@ -514,4 +529,26 @@ pub(crate) fn stream_entries(value: &Value) -> Vec<RawEntry> {
             Some((id, pairs))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_password_never_reaches_a_log() {
+        assert_eq!(
+            shown_url("redis://:hunter2@10.0.0.5:6379"),
+            "redis://:***@10.0.0.5:6379"
+        );
+        assert_eq!(
+            shown_url("redis://chat:hunter2@10.0.0.5:6379/0"),
+            "redis://chat:***@10.0.0.5:6379/0"
+        );
+        assert_eq!(
+            shown_url("redis+unix:///run/r.sock"),
+            "redis+unix:///run/r.sock"
+        );
+        assert_eq!(shown_url("redis://10.0.0.5"), "redis://10.0.0.5");
+    }
 }
