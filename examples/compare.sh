@@ -9,7 +9,7 @@
 #   --quick               short steps (3 s), fewer bisections, 2,000 idle clients
 #   --only LIST           servers to run, comma-separated: chatroom,inspircd,ngircd
 #   --scenarios LIST      scenarios to run: s100,s1000x10,s1000x100,half,idle,
-#                         tls100,tls1000x100,tlsidle
+#                         tls100,tls1000x100,tlsidle,cluster100
 #   --idle-clients N      clients of the idle scenario (default 10000)
 #   --server-bin PATH     a prebuilt chatroom server (default: build this checkout)
 #   --loadgen-bin PATH    a prebuilt load generator (default: build this checkout)
@@ -36,13 +36,20 @@
 #   tls1000x100  the same with 1,000 clients, 100 senders
 #   tlsidle    N idle clients over TLS against chatroom-tls, and over plain TCP
 #              against chatroom as the baseline
+#   cluster100 (issue 16) 100 clients, 10 senders spread round-robin over a
+#              cluster of three chatroom nodes and one redis-server (AOF,
+#              appendfsync always) on this machine: the highest sustained
+#              rate, beside a single chatroom node run again in the same
+#              scenario; then the latency at half the single node's rate.
+#              Redis's and the nodes' CPU shares are recorded.
 # The TLS certificate is made by `server tls-init --name localhost` in the work
 # directory; the peers use ../shared/bench/inspircd-tls.conf and ngircd-tls.conf.
 # Targets for chatroom: a rate at least the best peer's; p99 at half rate no
 # worse than the best peer's; idle: all connected and reached, RSS at most
 # 12 KiB per client, at most 1.1 threads per client; TLS: a rate at least the
 # best TLS peer's and at least 0.6x chatroom's own plain rate; idle TLS at
-# most 2x an idle plain client's memory, still one thread each.
+# most 2x an idle plain client's memory, still one thread each; cluster: a
+# rate at least 0.5x a single node's, p99 under 100 ms at half that rate.
 #
 # The peers are single-threaded (one epoll loop each); chatroom uses as many
 # threads as it likes. All share the machine's cores with the load generator.
@@ -106,6 +113,7 @@ install_missing() {
     has "$ONLY" ngircd && ! command -v ngircd >/dev/null && missing+=(ngircd)
     command -v jq >/dev/null || missing+=(jq)
     command -v ss >/dev/null || missing+=(iproute2)
+    has "$SCENARIOS" cluster100 && ! command -v redis-server >/dev/null && missing+=(redis-server)
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]}"
         local sudo=""
@@ -161,14 +169,42 @@ fi
 # --- servers -----------------------------------------------------------------
 PID=""
 ADDR=""
-stop_server() {
-    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-        kill -TERM "$PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
+# A cluster's other nodes and its Redis, stopped with the first node.
+EXTRA_PIDS=()
+ALSO=()
+REDIS_PID=""
+stop_pid() { # PID
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        kill -TERM "$1" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
     fi
-    PID=""
+}
+stop_server() {
+    stop_pid "$PID"
+    for p in "${EXTRA_PIDS[@]}"; do stop_pid "$p"; done
+    stop_pid "$REDIS_PID"
+    PID=""; EXTRA_PIDS=(); ALSO=(); REDIS_PID=""
+}
+# CPU seconds a process has used so far (user + system).
+cpu_secs() { # PID
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+# Starts a chatroom node of the cluster at $REDIS_URL; prints its address.
+start_node() { # LOG
+    local data
+    data=$(mktemp -d "$WORK/data.XXXXXX")
+    "$SERVER_BIN" --host 127.0.0.1 --port 0 --data-dir "$data" --cluster "$REDIS_URL" \
+        --rate 0 --max-per-ip 0 --max-clients 20000 >"$1.out" 2>"$1" &
+    NODE_PID=$!
+    for _ in $(seq 100); do
+        NODE_ADDR=$(sed -n 's/^listening on //p' "$1.out")
+        [ -n "$NODE_ADDR" ] && return 0
+        kill -0 "$NODE_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
 }
 trap 'stop_server; rm -rf "$WORK/data."*' EXIT
 
@@ -229,6 +265,26 @@ start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS
         PID=$!
         wait_listening 7201
         ADDR=127.0.0.1:7201; PROTO=irc; HANDSHAKES=10 ;;
+    chatroom-cluster)
+        # One redis-server as docs/cluster.md recommends (AOF, appendfsync
+        # always), on a unix socket; three nodes, each its own data directory.
+        local rdir
+        rdir=$(mktemp -d "$WORK/data.redis.XXXXXX")
+        redis-server --port 0 --unixsocket "$rdir/redis.sock" --unixsocketperm 700 --dir "$rdir" \
+            --save '' --appendonly yes --appendfsync always >"$log.redis" 2>&1 &
+        REDIS_PID=$!
+        REDIS_URL="redis+unix://$rdir/redis.sock"
+        for _ in $(seq 100); do
+            redis-cli -s "$rdir/redis.sock" ping >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        start_node "$log" || { say "a cluster node did not start; see $log"; return 1; }
+        PID=$NODE_PID; ADDR=$NODE_ADDR
+        for n in 2 3; do
+            start_node "$log.node$n" || { say "a cluster node did not start; see $log.node$n"; return 1; }
+            EXTRA_PIDS+=("$NODE_PID"); ALSO+=(--also-addr "$NODE_ADDR")
+        done
+        PROTO=chatroom; HANDSHAKES=200 ;;
     esac
     if [ -z "$ADDR" ] || ! kill -0 "$PID" 2>/dev/null; then
         say "$name did not start; see $log"
@@ -241,15 +297,29 @@ start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS
 run() { # NAME SCENARIO LOADGEN-ARGS...
     local name=$1 scenario=$2; shift 2
     start_server "$name" "$scenario" || { stop_server; return 0; }
-    say "$scenario: $name ($ADDR, pid $PID): loadgen $*"
+    say "$scenario: $name ($ADDR ${ALSO[*]}, pid $PID): loadgen $*"
     local json log="$OUT/loadgen.$scenario.$name"
-    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" --pid "$PID" ${TLS:+--tls} \
+    # CPU of the server's processes over the run (the cluster's Redis apart).
+    local pids=("$PID" "${EXTRA_PIDS[@]}") t0 t1 cpu0=0 cpu1=0 rcpu0=0 rcpu1=0 p
+    for p in "${pids[@]}"; do cpu0=$(awk -v a="$cpu0" -v b="$(cpu_secs "$p")" 'BEGIN { print a + b }'); done
+    [ -n "$REDIS_PID" ] && rcpu0=$(cpu_secs "$REDIS_PID")
+    t0=$(date +%s.%N)
+    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" "${ALSO[@]}" --pid "$PID" ${TLS:+--tls} \
         --handshakes "$HANDSHAKES" --label "$scenario/$name" "$@" \
         2>"$log.err" | tee "$log.log" >&2 || true
+    t1=$(date +%s.%N)
     json=$(tail -n 1 "$log.log")
+    for p in "${pids[@]}"; do cpu1=$(awk -v a="$cpu1" -v b="$(cpu_secs "$p")" 'BEGIN { print a + b }'); done
+    [ -n "$REDIS_PID" ] && rcpu1=$(cpu_secs "$REDIS_PID")
+    local cpu
+    cpu=$(jq -n --argjson c0 "$cpu0" --argjson c1 "$cpu1" --argjson r0 "$rcpu0" --argjson r1 "$rcpu1" \
+        --argjson t0 "$t0" --argjson t1 "$t1" --arg redis "$REDIS_PID" \
+        '{server_cpu_pct: (($c1 - $c0) / ($t1 - $t0) * 1000 | round / 10)}
+         + (if $redis != "" then {redis_cpu_pct: (($r1 - $r0) / ($t1 - $t0) * 1000 | round / 10)} else {} end)')
     stop_server
     if jq -e . >/dev/null 2>&1 <<<"$json"; then
-        jq -c --arg s "$scenario" --arg n "$name" '. + {scenario: $s, server: $n}' <<<"$json" >>"$RESULTS"
+        jq -c --arg s "$scenario" --arg n "$name" --argjson cpu "$cpu" \
+            '. + {scenario: $s, server: $n} + $cpu' <<<"$json" >>"$RESULTS"
     else
         say "$scenario: $name: no result (see $OUT/loadgen.$scenario.$name.*)"
     fi
@@ -307,6 +377,19 @@ if has "$SCENARIOS" half; then
     done
 fi
 
+if has "$SCENARIOS" cluster100 && has "$ONLY" chatroom; then
+    # The single node first, in the same scenario, as the baseline.
+    search cluster100 100 10 chatroom chatroom-cluster
+    rate=$(best_rate cluster100 chatroom)
+    if [ -n "$rate" ]; then
+        half=$(jq -n --arg r "$rate" '($r|tonumber) / 2 | round | if . < 1 then 1 else . end')
+        for s in chatroom chatroom-cluster; do
+            run "$s" half-cluster100 --clients 100 --senders 10 \
+                --rate "$half" --duration "$HALF_SECS" --warmup "$WARMUP"
+        done
+    fi
+fi
+
 if has "$SCENARIOS" idle; then
     for s in "${SERVERS[@]}"; do
         run "$s" idle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
@@ -337,12 +420,13 @@ jq -r 'select(.mode == "search") |
      ([.steps[] | select(.pass | not) | .why] | first // "-")]
     | "| " + join(" | ") + " |"' "$RESULTS"
 echo
-echo "| scenario | server | rate (msg/s) | deliveries/s | missing % | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| scenario | server | rate (msg/s) | deliveries/s | missing % | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | server CPU % | Redis CPU % |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 jq -r 'select(.mode == "run") | .steps[0] as $s |
     [.scenario, .server, ($s.rate | tostring), ($s.deliveries_per_s | round | tostring),
      ($s.missing_pct | tostring), ($s.p50_ms | tostring), ($s.p99_ms | tostring),
-     ($s.p999_ms | tostring), ($s.max_ms | tostring)]
+     ($s.p999_ms | tostring), ($s.max_ms | tostring),
+     (.server_cpu_pct // "-" | tostring), (.redis_cpu_pct // "-" | tostring)]
     | "| " + join(" | ") + " |"' "$RESULTS"
 echo
 echo "| scenario | server | connected | connect (s) | probe reached | server RSS (MiB) | KiB per client | threads | threads per client |"
@@ -385,6 +469,16 @@ jq -rs '
         ([$ti[] | select(.server == "chatroom")] | first) as $p |
         "- tlsidle: \($t.connected // 0)/\($t.clients // 0) TLS clients connected, probe reached \($t.probe.delivered // 0)/\($t.probe.expected // 0), \($t.idle.rss_kib_per_client // "?") KiB per TLS client vs \($p.idle.rss_kib_per_client // "?") KiB per plain one, \($t.idle.threads_per_client // "?") threads per client: " +
         (if ($t.all_connected_and_reached // false) and ($t.idle.rss_kib_per_client // 1e9) <= 2 * ($p.idle.rss_kib_per_client // 0) and ($t.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end)),
+    ([$all[] | select(.scenario == "cluster100")] as $cl |
+        select($cl | length > 0) |
+        ($all | best("cluster100"; "chatroom")) as $one |
+        ($all | best("cluster100"; "chatroom-cluster")) as $c |
+        ([$cl[] | select(.server == "chatroom-cluster") | .redis_cpu_pct] | first) as $r |
+        "- cluster100: three nodes \($c) vs one node \($one): \(if $one > 0 then ($c / $one * 100 | round) else "?" end) % of it, target 50 %: " +
+        (if $one > 0 and $c >= 0.5 * $one then "MET" else "NOT MET" end) + " (Redis CPU \($r // "?") % over the search)"),
+    (($all | p99("half-cluster100"; "chatroom-cluster")) as $hc |
+        select($hc != null) |
+        "- half-cluster100: p99 \($hc) ms at half the single node rate, target under 100 ms: " + (if $hc < 100 then "MET" else "NOT MET" end)),
     ($all[] | select(.scenario == "idle" and .server == "chatroom") |
         "- idle: \(.connected)/\(.clients) connected, probe reached \(.probe.delivered // 0)/\(.probe.expected // 0), \(.idle.rss_kib_per_client // "?") KiB and \(.idle.threads_per_client // "?") threads per client: " +
         (if .all_connected_and_reached and (.idle.rss_kib_per_client // 1e9) <= 12 and (.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end))

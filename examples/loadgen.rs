@@ -77,6 +77,10 @@ struct Args {
     /// Server address, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:6622")]
     addr: SocketAddr,
+    /// More addresses of the same chat (the other nodes of a cluster): the
+    /// clients connect round-robin to --addr and these.
+    #[arg(long = "also-addr", value_name = "HOST:PORT")]
+    also_addr: Vec<SocketAddr>,
     /// Protocol the server speaks.
     #[arg(long, value_enum, default_value_t = Proto::Chatroom)]
     proto: Proto,
@@ -719,6 +723,7 @@ impl Run {
             "tls": args.tls,
             "proto": format!("{:?}", args.proto).to_lowercase(),
             "addr": args.addr.to_string(),
+            "also_addr": args.also_addr.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "mode": if args.idle { "idle" } else if args.search { "search" } else { "run" },
             "clients": args.clients,
             "connected": self.connected,
@@ -1246,7 +1251,8 @@ struct Conn {
 
 struct Generator {
     proto: Proto,
-    addr: SocketAddr,
+    /// Where client `i` connects: `addrs[i % addrs.len()]`.
+    addrs: Vec<SocketAddr>,
     /// TLS settings, with `--tls`.
     tls: Option<Arc<rustls::ClientConfig>>,
     shared: Arc<Shared>,
@@ -1328,7 +1334,9 @@ impl Generator {
         });
         Ok(Generator {
             proto: args.proto,
-            addr: args.addr,
+            addrs: std::iter::once(args.addr)
+                .chain(args.also_addr.iter().copied())
+                .collect(),
             tls: args.tls.then(tls_config),
             shared,
             poll: Poll::new()?,
@@ -1449,7 +1457,8 @@ impl Generator {
             conn.tail.clear();
             conn.out.clear();
             conn.out_pos = 0;
-            match TcpStream::connect(self.addr) {
+            let addr = self.addrs[conn.index % self.addrs.len()];
+            match TcpStream::connect(addr) {
                 Ok(mut stream) => {
                     if let Err(e) = self.poll.registry().register(
                         &mut stream,

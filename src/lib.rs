@@ -16,8 +16,9 @@
 //!   [`server::outbox::Outbox`] → a few flusher threads write the queues
 //!   through each connection's transport output, never blocking. A new kind
 //!   of connection is a new file in `src/server/transport/`; sessions,
-//!   registry and store do not change. The module doc of [`server`] has the
-//!   longer tour.
+//!   registry and store do not change. With `--cluster`, several servers
+//!   share one chat through one Redis stream ([`server::cluster`]). The
+//!   module doc of [`server`] has the longer tour.
 //! - [`client`]: the `client` binary a person types into. [`client::link`]
 //!   is the connection both front ends share; [`client::plain`] is the line
 //!   client (pipes, `--plain`); [`client::tui`] the full-screen client over

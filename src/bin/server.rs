@@ -19,6 +19,7 @@ use chatroom::logging;
 use chatroom::names;
 use chatroom::server::accounts::{Accounts, Role};
 use chatroom::server::certs::{self, Certificates};
+use chatroom::server::cluster::{self, ClusterConfig};
 use chatroom::server::config::Config;
 use chatroom::server::limits;
 use chatroom::server::moderation::{Ban, Bans};
@@ -143,6 +144,21 @@ struct Args {
     /// shippers).
     #[arg(global = true, long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Join a cluster of servers that share one chat through this Redis
+    /// (redis://HOST:PORT or redis+unix:///PATH): people on any node see the
+    /// same rooms, names, history and ids. Each node keeps its own
+    /// --data-dir. See docs/cluster.md.
+    #[arg(global = true, long, value_name = "URL")]
+    cluster: Option<String>,
+    /// With --cluster: seconds a node's lease lasts without renewal (renewed every second):
+    /// a node unheard of for longer is fenced, then reaped by the others.
+    #[arg(global = true, long, default_value_t = cluster::DEFAULT_LEASE.as_secs(), value_parser = clap::value_parser!(u64).range(2..=3600))]
+    cluster_lease: u64,
+    /// With --cluster: entries of the cluster's log Redis keeps (0: all); a node away for
+    /// longer than it takes the cluster to write these must copy
+    /// messages.csv from another node.
+    #[arg(global = true, long, default_value_t = cluster::DEFAULT_KEEP)]
+    cluster_keep: u64,
 }
 
 /// Managing accounts and bans.
@@ -353,6 +369,11 @@ fn config_of(args: &Args) -> Result<Config, String> {
         fsync: !args.no_fsync,
         max_rooms: args.max_rooms,
         max_rooms_per_user: args.max_rooms_per_user,
+        cluster: args.cluster.clone().map(|url| ClusterConfig {
+            url,
+            lease: Duration::from_secs(args.cluster_lease),
+            keep: args.cluster_keep,
+        }),
     })
 }
 

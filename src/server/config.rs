@@ -37,6 +37,8 @@ pub struct Config {
     pub max_rooms: usize,
     /// Rooms one name may make (admins are not limited).
     pub max_rooms_per_user: usize,
+    /// Join a cluster of servers on Redis (`--cluster`); none: serve alone.
+    pub cluster: Option<crate::server::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             fsync: true,
             max_rooms: limits::DEFAULT_MAX_ROOMS,
             max_rooms_per_user: limits::DEFAULT_MAX_ROOMS_PER_USER,
+            cluster: None,
         }
     }
 }
@@ -111,6 +114,19 @@ impl Config {
         compare!(restart, data_dir, "data-dir");
         compare!(restart, max_line, "max-line");
         compare!(restart, fsync, "fsync");
+        let cluster = |c: &Config| {
+            c.cluster.as_ref().map_or("none".to_string(), |c| {
+                format!(
+                    "{} lease {}s keep {}",
+                    crate::server::cluster::shown_url(&c.url),
+                    c.lease.as_secs(),
+                    c.keep
+                )
+            })
+        };
+        if cluster(self) != cluster(new) {
+            restart.push(format!("cluster {} → {}", cluster(self), cluster(new)));
+        }
         compare!(live, max_clients, "max-clients");
         compare!(live, history, "history");
         compare!(live, default_room, "default-room");

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::server::accounts::Accounts;
+use crate::server::cluster::Cluster;
 use crate::server::config::{Config, Settings};
 use crate::server::index::Index;
 use crate::server::moderation::{Bans, LoginFailures, Mutes};
@@ -36,7 +37,9 @@ pub struct Context {
     /// The devices that stay logged in.
     pub(crate) tokens: Tokens,
     /// Who may read but not talk.
-    pub(crate) mutes: Mutes,
+    pub(crate) mutes: Arc<Mutes>,
+    /// This node of a cluster; none when the server serves alone.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// Failed logins per address.
     pub(crate) failures: LoginFailures,
     /// The threads that write to the sockets.

@@ -57,6 +57,11 @@ pub struct Metrics {
     pub index_lag: Gauge,
     /// Messages in the cluster's log not yet written here (clustered only).
     pub cluster_lag: Gauge,
+    /// 1 while this node of a cluster is fenced (its lease could not be
+    /// renewed, or the log cannot be followed): it takes no logins or
+    /// messages, so `/healthz` says unhealthy and a balancer sends people
+    /// elsewhere.
+    pub cluster_fenced: Gauge,
     /// 1 while `messages.csv` cannot be written and messages are refused.
     pub store_refusing: Gauge,
     sources: Mutex<Vec<Source>>,
@@ -100,6 +105,7 @@ impl Metrics {
             store_sync: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
             index_lag: Gauge::default(),
             cluster_lag: Gauge::default(),
+            cluster_fenced: Gauge::default(),
             store_refusing: Gauge::default(),
             sources: Mutex::new(Vec::new()),
             clustered: AtomicBool::new(false),
@@ -150,7 +156,20 @@ impl Metrics {
 
     /// True while the server takes messages.
     pub fn healthy(&self) -> bool {
-        self.store_refusing.get() == 0
+        self.unhealthy().is_none()
+    }
+
+    /// Why the server takes no messages now, in words, if it does not.
+    pub fn unhealthy(&self) -> Option<&'static str> {
+        if self.store_refusing.get() != 0 {
+            Some("messages.csv cannot be written: messages are refused")
+        } else if self.cluster_fenced.get() != 0 {
+            Some(
+                "this node cannot reach the cluster's Redis: it takes no logins or messages; use another node",
+            )
+        } else {
+            None
+        }
     }
 
     /// Everything, in Prometheus's text format.
@@ -230,6 +249,11 @@ impl Metrics {
                 "cluster_lag_messages",
                 "Messages in the cluster's log not yet written here",
                 self.cluster_lag.clone(),
+            );
+            registry.register(
+                "cluster_fenced",
+                "1 while this node is fenced: it takes no logins or messages",
+                self.cluster_fenced.clone(),
             );
         }
         let mut out = String::new();

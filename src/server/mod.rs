@@ -28,6 +28,12 @@
 //!    has got; its own thread reads the new rows into `messages.index`
 //!    (SQLite FTS5), which `/history` and `/search` ask.
 //!
+//! 8. As a node of a [`cluster`] (`--cluster`), step 5 goes through Redis:
+//!    the store's channel leads to the cluster's appender, which appends
+//!    messages and events to one Redis stream shared by every node; the
+//!    node's follower reads the stream back into the store, which writes
+//!    and delivers as above. So every node's `messages.csv` is the same.
+//!
 //! [`context`] is what the client threads share; [`limits`] names every
 //! bound; [`config`] holds what the flags set; [`table`] keeps the small CSV
 //! tables (`accounts.csv`, `bans.csv`) that are rewritten atomically;
@@ -47,6 +53,7 @@ use crossbeam_channel::RecvTimeoutError;
 
 use crate::format;
 use crate::server::accounts::Accounts;
+use crate::server::cluster::Cluster;
 use crate::server::config::{Config, Settings};
 use crate::server::context::Context;
 use crate::server::index::Index;
@@ -64,6 +71,7 @@ use crate::server::unread::Reads;
 pub mod accept;
 pub mod accounts;
 pub mod certs;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod context;
@@ -139,6 +147,7 @@ pub struct Server {
     recovered: Recovered,
     settings: Arc<Settings>,
     registry: Arc<OnceLock<Arc<Registry>>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Puts new settings in force in a running server (SIGHUP): what can change
@@ -169,6 +178,7 @@ impl Reloader {
         new.data_dir = old.data_dir.clone();
         new.max_line = old.max_line;
         new.fsync = old.fsync;
+        new.cluster = old.cluster.clone();
         if let Some(registry) = self.registry.get() {
             registry.set_history(new.history);
             registry.set_announce_limit(new.announce_limit);
@@ -208,12 +218,24 @@ impl Server {
             config.data_dir.display(),
             recovered.next_id
         );
+        let cluster = match &config.cluster {
+            Some(settings) => Some(
+                Cluster::join(
+                    settings.clone(),
+                    recovered.next_id.saturating_sub(1),
+                    &config.data_dir,
+                )
+                .map_err(|e| StoreError::Cluster(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             settings: Arc::new(Settings::new(config.clone())),
             config,
             store,
             recovered,
             registry: Arc::new(OnceLock::new()),
+            cluster,
         })
     }
 
@@ -240,7 +262,17 @@ impl Server {
             recovered,
             settings,
             registry: registry_slot,
+            cluster,
         } = self;
+        let mutes = Arc::new(Mutes::default());
+        let last_id = recovered.next_id.saturating_sub(1);
+        if let Some(cluster) = &cluster {
+            store.set_cluster(
+                Arc::clone(cluster),
+                Bans::open(&config.data_dir),
+                Arc::clone(&mutes),
+            );
+        }
         let index = Arc::new(Index::start(&config.data_dir)?);
         let lagging = Arc::downgrade(&index);
         metrics::metrics().on_scrape(move |m| {
@@ -249,6 +281,14 @@ impl Server {
                     .set(i64::try_from(index.lag()).unwrap_or(i64::MAX));
             }
         });
+        if cluster.is_some() {
+            metrics::metrics().set_clustered();
+            metrics::metrics().on_scrape(|m| {
+                if let Some(lag) = cluster::cluster_lag() {
+                    m.cluster_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+                }
+            });
+        }
         store.set_feed(index.feed());
         let reads = Arc::new(Reads::open(&config.data_dir));
         let registry = Arc::new(
@@ -267,6 +307,29 @@ impl Server {
         }
         let _ = registry_slot.set(Arc::clone(&registry));
         let (store_tx, store_thread) = store.spawn(Arc::clone(&registry))?;
+        // A cluster node: the client threads ask the appender, which asks
+        // Redis; the follower brings the log to the store.
+        let mut cluster_threads = Vec::new();
+        let store_tx = match &cluster {
+            Some(cluster) => {
+                let (append_tx, appender) =
+                    cluster::appender::spawn(Arc::clone(cluster), store_tx.clone())?;
+                cluster_threads.push(appender);
+                cluster_threads.push(cluster::follower::spawn(
+                    Arc::clone(cluster),
+                    store_tx,
+                    Arc::clone(&registry),
+                    cluster::Pos::message(last_id),
+                )?);
+                cluster_threads.push(cluster::heartbeat::spawn(
+                    Arc::clone(cluster),
+                    Arc::clone(&registry),
+                    config.data_dir.clone(),
+                )?);
+                append_tx
+            }
+            None => store_tx,
+        };
         let data_dir = config.data_dir.clone();
         let (stop_tx, stopping) = crossbeam_channel::bounded::<()>(0);
         let context = Arc::new(Context {
@@ -279,7 +342,8 @@ impl Server {
             accounts: Accounts::open(&data_dir),
             bans: Bans::open(&data_dir),
             tokens: Tokens::open(&data_dir),
-            mutes: Mutes::default(),
+            mutes,
+            cluster: cluster.clone(),
             failures: LoginFailures::new(LOGIN_FAILURES_PER_IP, LOGIN_FAILURE_WINDOW),
             flushers: Flushers::start(FLUSHERS)?,
             index: Arc::clone(&index),
@@ -317,6 +381,13 @@ impl Server {
         // ends, however many client threads still hold a sender.
         let _ = context.store.send(Request::Stop);
         let ended = store_thread.join();
+        if let Some(cluster) = &cluster {
+            cluster.stop();
+            for thread in cluster_threads {
+                let _ = thread.join();
+            }
+            cluster.leave();
+        }
         index.stop();
         // The store may have delivered the last messages after the goodbyes;
         // the flushers finish what they can, then stop.

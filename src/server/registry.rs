@@ -40,6 +40,8 @@ struct Room {
     last_id: u64,
     /// The last messages' ids, senders and mentions, for unread counts.
     recent: Recent,
+    /// Members connected to other nodes of a cluster (their names).
+    remote: Vec<Arc<str>>,
 }
 
 impl Room {
@@ -50,7 +52,13 @@ impl Room {
             history: VecDeque::new(),
             last_id: 0,
             recent: Recent::default(),
+            remote: Vec::new(),
         }
+    }
+
+    /// Members on this node and on the others.
+    fn count(&self) -> usize {
+        self.members.len() + self.remote.len()
     }
 
     /// The oldest id a newcomer is shown: the first of the replay, or, with
@@ -98,7 +106,19 @@ struct Inner {
     rooms: BTreeMap<String, Room>,
     /// Rooms made with `/create`, by folded creator name.
     created: HashMap<String, usize>,
+    /// Users connected to other nodes of a cluster, by folded name.
+    remote: HashMap<String, RemoteUser>,
 }
+
+/// A user connected to another node of the cluster.
+struct RemoteUser {
+    name: Arc<str>,
+    /// Key of their room; `None` is the lobby.
+    room: Option<String>,
+}
+
+/// The id [`Registry::find_user`] gives a user on another node.
+pub const REMOTE: ClientId = ClientId::MAX - 2;
 
 /// How many rooms may be made: in all, and by one name (admins excepted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,6 +384,8 @@ impl Registry {
     pub fn claim_name(&self, id: ClientId, name: &str) -> Result<Arc<str>, NameError> {
         let mut inner = self.lock();
         let key = names::fold(name);
+        // Names held on other nodes of a cluster are the cluster's to
+        // grant or refuse (one may be a dead node's, free again).
         if inner.names.contains_key(&key) {
             return Err(NameError::Taken(name.to_string()));
         }
@@ -402,7 +424,7 @@ impl Registry {
                     .and_then(|room| inner.rooms.get_mut(&room))
                 {
                     Arc::make_mut(&mut room.members).retain(|m| m.id != old);
-                    if room.members.len() < self.announce_limit() {
+                    if room.count() < self.announce_limit() {
                         told = Some(Announcement {
                             members: Arc::clone(&room.members),
                             except: old,
@@ -493,7 +515,7 @@ impl Registry {
             name: Arc::clone(&name),
             outbox: outbox.clone(),
         });
-        let count = members.len();
+        let count = members.len() + room.remote.len();
         let verb = if how == Enter::Create {
             "created"
         } else {
@@ -501,8 +523,13 @@ impl Registry {
         };
         // The member list is for JSON clients, who keep it current from join
         // and leave events; past the announce limit there are none, so no list.
-        let present: Option<Vec<Arc<str>>> = (count <= self.announce_limit())
-            .then(|| members.iter().map(|m| Arc::clone(&m.name)).collect());
+        let present: Option<Vec<Arc<str>>> = (count <= self.announce_limit()).then(|| {
+            members
+                .iter()
+                .map(|m| Arc::clone(&m.name))
+                .chain(room.remote.iter().cloned())
+                .collect()
+        });
         outbox.send(format::you_are_in(
             Some(&room.name),
             verb,
@@ -556,7 +583,7 @@ impl Registry {
         let key = inner.clients.get_mut(&id)?.room.take()?;
         let room = inner.rooms.get_mut(&key)?;
         Arc::make_mut(&mut room.members).retain(|m| m.id != id);
-        (room.members.len() < self.announce_limit()).then(|| Announcement {
+        (room.count() < self.announce_limit()).then(|| Announcement {
             members: Arc::clone(&room.members),
             except: id,
             line: format::moved("leave", name, &room.name),
@@ -577,7 +604,7 @@ impl Registry {
                 .and_then(|key| inner.rooms.get_mut(&key))
             {
                 Arc::make_mut(&mut room.members).retain(|m| m.id != id);
-                if room.members.len() < self.announce_limit() {
+                if room.count() < self.announce_limit() {
                     told = Some(Announcement {
                         members: Arc::clone(&room.members),
                         except: id,
@@ -696,10 +723,24 @@ impl Registry {
         Some((client.name.clone()?, client.outbox.clone()))
     }
 
-    /// The online user with this name (any case).
+    /// The online user with this name (any case); one on another node of a
+    /// cluster has the id [`REMOTE`] and an unspecified address.
     pub fn find_user(&self, name: &str) -> Option<Found> {
         let inner = self.lock();
-        let id = *inner.names.get(&names::fold(name))?;
+        let key = names::fold(name);
+        if let Some(user) = inner.remote.get(&key) {
+            return Some(Found {
+                id: REMOTE,
+                name: Arc::clone(&user.name),
+                ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                room: user
+                    .room
+                    .as_ref()
+                    .and_then(|k| inner.rooms.get(k))
+                    .map(|r| Arc::clone(&r.name)),
+            });
+        }
+        let id = *inner.names.get(&key)?;
         let client = inner.clients.get(&id)?;
         Some(Found {
             id,
@@ -794,7 +835,7 @@ impl Registry {
             .take(size)
             .map(|r| RoomInfo {
                 name: Arc::clone(&r.name),
-                members: r.members.len(),
+                members: r.count(),
             })
             .collect();
         (rooms, page)
@@ -803,10 +844,19 @@ impl Registry {
     /// One page of the named users, in name order, with the room each is in.
     pub fn users(&self, page: usize, size: usize) -> (Vec<UserInfo>, Page) {
         let inner = self.lock();
-        let mut named: Vec<(String, &Client)> = inner
+        let mut named: Vec<(String, Arc<str>, Option<&String>)> = inner
             .clients
             .values()
-            .filter_map(|c| Some((names::fold(c.name.as_deref()?), c)))
+            .filter_map(|c| {
+                let name = c.name.clone()?;
+                Some((names::fold(&name), name, c.room.as_ref()))
+            })
+            .chain(
+                inner
+                    .remote
+                    .iter()
+                    .map(|(key, u)| (key.clone(), Arc::clone(&u.name), u.room.as_ref())),
+            )
             .collect();
         let page = Page::of(page, named.len(), size);
         named.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -814,15 +864,11 @@ impl Registry {
             .iter()
             .skip(page.start(size))
             .take(size)
-            .filter_map(|(_, c)| {
-                Some(UserInfo {
-                    name: c.name.clone()?,
-                    room: c
-                        .room
-                        .as_ref()
-                        .and_then(|k| inner.rooms.get(k))
-                        .map(|r| Arc::clone(&r.name)),
-                })
+            .map(|(_, name, room)| UserInfo {
+                name: Arc::clone(name),
+                room: room
+                    .and_then(|k| inner.rooms.get(k))
+                    .map(|r| Arc::clone(&r.name)),
             })
             .collect();
         (users, page)
@@ -846,6 +892,139 @@ impl Registry {
             members: Arc::new(members),
             except: ClientId::MAX,
             line,
+        }
+    }
+
+    /// Cluster: the users of the other nodes as a snapshot of the cluster
+    /// says (name and room), replacing what was known of them.
+    pub fn remote_snapshot(&self, users: Vec<(String, Option<String>)>) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.remote.clear();
+        for room in inner.rooms.values_mut() {
+            room.remote.clear();
+        }
+        for (name, room) in users {
+            let key = names::fold(&name);
+            if inner.names.contains_key(&key) {
+                continue;
+            }
+            let name: Arc<str> = name.into();
+            let room = room.map(|shown| {
+                let room_key = names::fold(&shown);
+                inner
+                    .rooms
+                    .entry(room_key.clone())
+                    .or_insert_with(|| Room::new(&shown))
+                    .remote
+                    .push(Arc::clone(&name));
+                room_key
+            });
+            inner.remote.insert(key, RemoteUser { name, room });
+        }
+    }
+
+    /// Cluster: a user of another node moved (or logged in: `login`) into
+    /// `room` (none: the lobby). Returns the announcements to the members
+    /// here of the rooms left and entered.
+    pub fn remote_move(
+        &self,
+        name: &str,
+        room: Option<&str>,
+        verb: &str,
+        login: bool,
+    ) -> Vec<Announcement> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let key = names::fold(name);
+        let mut told = Vec::new();
+        let shown: Arc<str> = inner
+            .remote
+            .get(&key)
+            .map_or_else(|| name.into(), |u| Arc::clone(&u.name));
+        if let Some(old) = inner.remote.get(&key).and_then(|u| u.room.clone())
+            && let Some(room) = inner.rooms.get_mut(&old)
+        {
+            room.remote.retain(|n| names::fold(n) != key);
+            if !login && room.count() < self.announce_limit() {
+                told.push(Announcement {
+                    members: Arc::clone(&room.members),
+                    except: ClientId::MAX,
+                    line: format::moved("leave", &shown, &room.name),
+                });
+            }
+        }
+        let room_key = room.map(names::fold);
+        if let (Some(room_key), Some(room_name)) = (&room_key, room) {
+            let room = inner
+                .rooms
+                .entry(room_key.clone())
+                .or_insert_with(|| Room::new(room_name));
+            room.remote.push(Arc::clone(&shown));
+            if room.count() <= self.announce_limit() {
+                told.push(Announcement {
+                    members: Arc::clone(&room.members),
+                    except: ClientId::MAX,
+                    line: format::moved(verb, &shown, &room.name),
+                });
+            }
+        }
+        inner.remote.insert(
+            key,
+            RemoteUser {
+                name: shown,
+                room: room_key,
+            },
+        );
+        told
+    }
+
+    /// Cluster: a user of another node left the chat. Returns the
+    /// announcement to the members here of their room.
+    pub fn remote_quit(&self, name: &str) -> Option<Announcement> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let key = names::fold(name);
+        let user = inner.remote.remove(&key)?;
+        let room = inner.rooms.get_mut(user.room.as_ref()?)?;
+        room.remote.retain(|n| names::fold(n) != key);
+        (room.count() < self.announce_limit()).then(|| Announcement {
+            members: Arc::clone(&room.members),
+            except: ClientId::MAX,
+            line: format::moved("quit", &user.name, &room.name),
+        })
+    }
+
+    /// Cluster: the connection here named `name` lost it to a login on
+    /// another node. It is named no more; its outbox (to tell it and close
+    /// it) and the announcement to its room are returned.
+    pub fn lose_name(&self, name: &str) -> Option<Taken> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let key = names::fold(name);
+        let id = inner.names.remove(&key)?;
+        let client = inner.clients.get_mut(&id)?;
+        let shown = client.name.take().unwrap_or_else(|| name.into());
+        let outbox = client.outbox.clone();
+        let mut told = None;
+        if let Some(room) = client.room.take().and_then(|k| inner.rooms.get_mut(&k)) {
+            Arc::make_mut(&mut room.members).retain(|m| m.id != id);
+            if room.count() < self.announce_limit() {
+                told = Some(Announcement {
+                    members: Arc::clone(&room.members),
+                    except: id,
+                    line: format::moved("quit", &shown, &room.name),
+                });
+            }
+        }
+        Some(Taken { id, outbox, told })
+    }
+
+    /// Gives back a name claimed here that the cluster refused.
+    pub fn unclaim(&self, id: ClientId) {
+        let mut inner = self.lock();
+        if let Some(name) = inner.clients.get_mut(&id).and_then(|c| c.name.take()) {
+            inner.names.remove(&names::fold(&name));
         }
     }
 

@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use crate::format;
 use crate::names;
+use crate::names::NameError;
 use crate::rows::EventRow;
 use crate::rows::Message;
 use crate::server::accounts::Role;
+use crate::server::cluster::{Claim, Event, LOGIN_WAIT, Moderation};
 use crate::server::command::{self, ADMIN_HELP, Command, HELP};
 use crate::server::context::{Context, Slot};
 use crate::server::limits::{LINGER, REPLY_BYTES, SEARCH_RESULTS};
@@ -99,6 +101,11 @@ pub(crate) fn serve(
     session.event("connect");
     session.run(input);
 }
+
+/// How long a login whose name is held on another node waits before it
+/// asks again (to see whether that node still renews its lease, every
+/// second), and how often it asks while waiting for a dead node's names.
+const STALE_RETRY: Duration = Duration::from_millis(1200);
 
 /// Said of a WebSocket message that held a line break.
 const LINE_BREAK_REFUSED: &str =
@@ -376,7 +383,16 @@ impl Session {
             loop {
                 let n = context.guests.fetch_add(1, Ordering::Relaxed);
                 if let Ok(name) = registry.claim_name(self.id, &format!("Guest{n}")) {
-                    break name;
+                    match self.cluster_claim(&name, false, false) {
+                        Ok(()) => break name,
+                        Err(Refusal::Say(why)) if why.contains("is taken") => {
+                            registry.unclaim(self.id);
+                        }
+                        Err(refusal) => {
+                            registry.unclaim(self.id);
+                            return Err(refusal);
+                        }
+                    }
                 }
             }
         } else {
@@ -388,9 +404,14 @@ impl Session {
             if ban.is_some() {
                 return Err(Refusal::Say(format!("the name {wanted} is banned here")));
             }
-            registry
+            let name = registry
                 .claim_name(self.id, wanted)
-                .map_err(|e| Refusal::Say(e.to_string()))?
+                .map_err(|e| Refusal::Say(e.to_string()))?;
+            if let Err(refusal) = self.cluster_claim(&name, false, true) {
+                registry.unclaim(self.id);
+                return Err(refusal);
+            }
+            name
         };
         self.enter_chat(name);
         Ok(())
@@ -460,7 +481,90 @@ impl Session {
             outbox.stop_reading();
             self.announce(told);
         }
+        if let Err(refusal) = self.cluster_claim(&name, true, true) {
+            self.context.registry.unclaim(self.id);
+            return Err(refusal);
+        }
         Ok(name)
+    }
+
+    /// In a cluster, claims the name in Redis too (and says where the user
+    /// lands): `take` takes it over from a connection on another node.
+    /// Alone, there is nothing to ask.
+    ///
+    /// A name held on another node is asked for again after
+    /// [`STALE_RETRY`]: if that node renewed its lease meanwhile, the name
+    /// is taken; if not, the node has died (the person is reconnecting
+    /// here) and the name is waited for, since it is freed within seconds.
+    /// Guests (`patient` false) are refused at once: they take the next
+    /// number.
+    fn cluster_claim(&self, name: &Arc<str>, take: bool, patient: bool) -> Result<(), Refusal> {
+        let Some(cluster) = &self.context.cluster else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + cluster.freed_within();
+        let mut first: Option<(String, i64, Instant)> = None;
+        let mut told = false;
+        loop {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let room = self.context.config().default_room.as_deref().map(Arc::from);
+            let asked = self.context.store.send(Request::Login {
+                name: Arc::clone(name),
+                room,
+                take,
+                reply,
+            });
+            let answer = asked.map(|()| answer.recv_timeout(LOGIN_WAIT));
+            let gone = match (&answer, &first) {
+                (Ok(Ok(Claim::Taken { node, ttl_ms })), Some((was, ttl, at))) => {
+                    // Not renewed since the first look: its lease only
+                    // ran down.
+                    let ran = i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
+                    node == was && ttl_ms.saturating_add(ran) < ttl + 300
+                }
+                _ => false,
+            };
+            match answer {
+                Ok(Ok(Claim::Granted)) => return Ok(()),
+                Ok(Ok(Claim::Taken { node, ttl_ms })) if patient && first.is_none() => {
+                    first = Some((node, ttl_ms, Instant::now()));
+                    match self.context.stopping.recv_timeout(STALE_RETRY) {
+                        Err(RecvTimeoutError::Timeout) if !self.outbox.is_closed() => {}
+                        _ => return Err(Refusal::End(LoginEnd::Left)),
+                    }
+                }
+                Ok(Ok(Claim::Taken { .. })) if gone && Instant::now() < deadline => {
+                    if !std::mem::replace(&mut told, true) {
+                        self.outbox.send(format::notice(format_args!(
+                            "{name} is still held on a server of this cluster that stopped answering; it is freed within {} seconds: waiting",
+                            cluster.freed_within().as_secs()
+                        )));
+                    }
+                    // Closed at shutdown: then the wait ends at once.
+                    match self.context.stopping.recv_timeout(STALE_RETRY) {
+                        Err(RecvTimeoutError::Timeout) if !self.outbox.is_closed() => {}
+                        _ => return Err(Refusal::End(LoginEnd::Left)),
+                    }
+                }
+                Ok(Ok(Claim::Taken { .. })) => {
+                    return Err(Refusal::Say(NameError::Taken(name.to_string()).to_string()));
+                }
+                _ => {
+                    return Err(Refusal::Say(
+                        "this server cannot reach the rest of its cluster right now; try again in a moment"
+                            .into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// In a cluster, appends `event` to the log (through the appender, in
+    /// order with this user's messages).
+    fn log(&self, event: Event) {
+        if self.context.cluster.is_some() {
+            let _ = self.context.store.send(Request::Log(event));
+        }
     }
 
     /// The name is this connection's: record the login, welcome the user and
@@ -576,14 +680,28 @@ impl Session {
                     Err(e) => self.error(e),
                     Ok(room) => match registry.enter(self.id, room, how) {
                         Ok((room, told)) => {
+                            if let Some(name) = &self.name
+                                && how == Enter::Join
+                            {
+                                self.log(Event::Move {
+                                    name: name.to_string(),
+                                    room: Some(room.to_string()),
+                                    created: false,
+                                });
+                            }
                             if how == Enter::Create {
                                 let creator = self.name.clone().unwrap_or_else(|| "?".into());
                                 let everyone =
                                     registry.to_everyone(format::room_created(&room, &creator));
-                                let _ = self
-                                    .context
-                                    .store
-                                    .send(Request::RoomCreated { room, creator });
+                                let _ = self.context.store.send(Request::RoomCreated {
+                                    room: Arc::clone(&room),
+                                    creator: Arc::clone(&creator),
+                                });
+                                self.log(Event::Move {
+                                    name: creator.to_string(),
+                                    room: Some(room.to_string()),
+                                    created: true,
+                                });
                                 self.announce(told.into_iter().chain([everyone]));
                             } else {
                                 self.announce(told);
@@ -595,6 +713,13 @@ impl Session {
             }
             Command::Leave => match registry.leave(self.id) {
                 Ok((room, told)) => {
+                    if let Some(name) = &self.name {
+                        self.log(Event::Move {
+                            name: name.to_string(),
+                            room: None,
+                            created: false,
+                        });
+                    }
                     self.announce(told);
                     self.outbox.send(format::you_left(&room));
                 }
@@ -781,6 +906,30 @@ impl Session {
         };
         log::info!("{announcement}");
         self.event_named(record.trim_end().to_string(), &me);
+        if let Some(action) = record.split_whitespace().next() {
+            let (reason, minutes, ip) = match command {
+                Command::Kick { reason, .. } | Command::Ban { reason, .. } => (
+                    sanitize(reason),
+                    None,
+                    online
+                        .as_ref()
+                        .filter(|f| !f.ip.is_unspecified())
+                        .map(|f| f.ip.to_string())
+                        .unwrap_or_default(),
+                ),
+                Command::Mute { minutes, .. } => (String::new(), minutes, String::new()),
+                _ => (String::new(), None, String::new()),
+            };
+            self.log(Event::Moderate(Moderation {
+                action: action.to_string(),
+                target: shown.clone(),
+                by: me.to_string(),
+                reason,
+                minutes,
+                ip,
+                time: format::file_time(&chrono::Local::now()),
+            }));
+        }
         let line = format::notice(announcement);
         let line_for_target = line.clone();
         let target_room = online.and_then(|f| f.room);
@@ -966,7 +1115,12 @@ impl Session {
             self.error("usage: /msg NAME TEXT");
             return;
         }
-        let Some((recipient, outbox)) = self.context.registry.find(to) else {
+        let found = match self.context.registry.find(to) {
+            Some((recipient, outbox)) => Some((recipient, Some(outbox))),
+            // On another node of the cluster: delivered there.
+            None => self.context.registry.find_user(to).map(|f| (f.name, None)),
+        };
+        let Some((recipient, outbox)) = found else {
             self.error(format_args!(
                 "nobody named {} is online; /who lists who is",
                 sanitize(to)
@@ -1040,8 +1194,22 @@ impl Session {
 
     fn leave_registry(&mut self) {
         if !std::mem::replace(&mut self.gone, true) {
+            // Still ours (not taken over by a login elsewhere): freed in
+            // the cluster too.
+            let held = self.name.clone().filter(|name| {
+                self.context
+                    .registry
+                    .find_user(name)
+                    .is_some_and(|f| f.id == self.id)
+            });
             let told = self.context.registry.disconnect(self.id);
             self.announce(told);
+            if let Some(name) = held {
+                self.log(Event::Quit {
+                    name: name.to_string(),
+                    gone: false,
+                });
+            }
         }
     }
 

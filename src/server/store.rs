@@ -40,11 +40,13 @@ use crate::rows::{
     EVENT_COLUMNS, EVENTS_FILE, EventRow, MESSAGE_COLUMNS, MESSAGES_FILE, Message, ROOM_COLUMNS,
     ROOMS_FILE, RoomRow,
 };
+use crate::server::cluster::{self, Claim, Cluster, Event, Logged, Mine, Pos};
 use crate::server::datafile::{DataFile, Faults, Reopened};
 use crate::server::index::{Feed, Written};
 use crate::server::limits::{STORE_BATCH, STORE_BATCH_BYTES, STORE_QUEUE};
 use crate::server::lock::DirLock;
 use crate::server::metrics::metrics;
+use crate::server::moderation::{Ban, Bans, Mutes};
 use crate::server::outbox::Outbox;
 use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory, Said};
 
@@ -86,8 +88,8 @@ pub enum Request {
         text: String,
         /// The sender, for the confirmation.
         from: Outbox,
-        /// The recipient.
-        to: Outbox,
+        /// The recipient, when connected here.
+        to: Option<Outbox>,
     },
     /// A connection event for `data.csv`.
     Event(EventRow),
@@ -113,6 +115,30 @@ pub enum Request {
     /// Write what is queued, then end the store thread (shutdown), even
     /// while some client threads still hold a sender.
     Stop,
+    /// Cluster: an event for the log (a move, a quit, an admin's act).
+    Log(Event),
+    /// Cluster: a login's claim of its name (and the room it lands in);
+    /// the answer goes to `reply`.
+    Login {
+        /// The name.
+        name: Arc<str>,
+        /// The room the user lands in; none: the lobby.
+        room: Option<Arc<str>>,
+        /// Take the name over from a connection on another node (the right
+        /// password or a token).
+        take: bool,
+        /// Where the answer goes.
+        reply: Sender<Claim>,
+    },
+    /// Cluster: entries read from the log, in log order.
+    Logged(Vec<Logged>),
+    /// Cluster: requests to handle once the log is delivered up to `pos`.
+    After {
+        /// The place.
+        pos: Pos,
+        /// The requests, in order.
+        requests: Vec<Request>,
+    },
 }
 
 impl Request {
@@ -142,6 +168,8 @@ pub enum StoreError {
         /// Its first line.
         found: String,
     },
+    /// The cluster cannot be joined: why, and what to do.
+    Cluster(String),
     /// Another server uses the data directory.
     Locked {
         /// The directory.
@@ -162,6 +190,7 @@ impl fmt::Display for StoreError {
                 "{} does not look like a chatroom file (its header is {found:?}); move it away or choose another --data-dir",
                 path.display()
             ),
+            StoreError::Cluster(why) => f.write_str(why),
             StoreError::Locked { dir, pid } => write!(
                 f,
                 "another server{} is using the data directory {}; stop it first, or choose another --data-dir",
@@ -233,7 +262,22 @@ pub struct Store {
     pending_events: Pending,
     pending_rooms: Pending,
     feed: Option<Feed>,
+    cluster: Option<ClusterSide>,
     _lock: DirLock,
+}
+
+/// What the store needs as a node of a cluster.
+pub struct ClusterSide {
+    /// This node.
+    pub cluster: Arc<Cluster>,
+    /// The node's bans (`bans.csv`), kept as the log says.
+    pub bans: Bans,
+    /// The node's mutes, shared with the client threads.
+    pub mutes: Arc<Mutes>,
+    /// The last place written and delivered.
+    pub last: Pos,
+    /// Requests waiting for the log to be delivered up to their place.
+    pub after: VecDeque<(Pos, Vec<Request>)>,
 }
 
 /// How the store thread ended: `Err` says what could not be written.
@@ -319,10 +363,22 @@ impl Store {
             pending_events: Pending::default(),
             pending_rooms: Pending::default(),
             feed: None,
+            cluster: None,
             _lock: lock,
         };
         store.record_next_id();
         Ok((store, recovered))
+    }
+
+    /// Makes this store a cluster node's: it writes what the log says.
+    pub fn set_cluster(&mut self, cluster: Arc<Cluster>, bans: Bans, mutes: Arc<Mutes>) {
+        self.cluster = Some(ClusterSide {
+            cluster,
+            bans,
+            mutes,
+            last: Pos::message(self.next_id.saturating_sub(1)),
+            after: VecDeque::new(),
+        });
     }
 
     /// Where the store tells the index how far `messages.csv` has got.
@@ -412,6 +468,10 @@ impl Store {
             if batch.iter().any(|r| matches!(r, Request::Stop)) {
                 stopping = true;
             }
+            if self.cluster.is_some() {
+                self.run_cluster(&mut batch, registry, &mut lines);
+                continue;
+            }
             let now = Local::now();
             let fate = self.write(&batch, &now, &mut lines);
             for (request, line) in batch.drain(..).zip(lines.drain(..)) {
@@ -490,7 +550,7 @@ impl Store {
                 }
                 // A whisper to someone who has just left is not delivered,
                 // so it is not recorded either.
-                Request::Whisper { to, .. } if to.is_closed() => {
+                Request::Whisper { to, .. } if to.as_ref().is_none_or(Outbox::is_closed) => {
                     lines.push(Prepared::Gone);
                     continue;
                 }
@@ -525,7 +585,7 @@ impl Store {
                     room,
                     creator,
                 }),
-                Request::Then { .. } | Request::Announce(_) | Request::Stop => Ok(()),
+                _ => Ok(()),
             };
             if let Err(e) = row {
                 // Serializing into memory fails only on a row that cannot
@@ -585,6 +645,370 @@ impl Store {
     fn write_side_files(&mut self) {
         write_side(&mut self.events, &mut self.pending_events);
         write_side(&mut self.rooms, &mut self.pending_rooms);
+    }
+}
+
+impl Store {
+    /// A batch of a cluster node: the log's entries are written, then
+    /// delivered; requests wait for the log to be delivered up to their
+    /// place (the appender's order).
+    fn run_cluster(
+        &mut self,
+        batch: &mut Vec<Request>,
+        registry: &Registry,
+        lines: &mut Vec<Prepared>,
+    ) {
+        let mut entries: Vec<Logged> = Vec::new();
+        let mut direct: Vec<Request> = Vec::new();
+        for request in batch.drain(..) {
+            match request {
+                Request::Logged(logged) => entries.extend(logged),
+                Request::After { pos, requests } => {
+                    if let Some(side) = self.cluster.as_mut() {
+                        side.after.push_back((pos, requests));
+                    }
+                }
+                other => direct.push(other),
+            }
+        }
+        if !entries.is_empty() {
+            self.write_logged(entries, registry);
+        }
+        let stopping = direct.iter().any(|r| matches!(r, Request::Stop));
+        let mut ready = Vec::new();
+        if let Some(side) = self.cluster.as_mut() {
+            while let Some((pos, _)) = side.after.front() {
+                if *pos > side.last && !stopping {
+                    break;
+                }
+                if let Some((_, requests)) = side.after.pop_front() {
+                    ready.extend(requests);
+                }
+            }
+        }
+        ready.extend(direct);
+        if ready.is_empty() {
+            return;
+        }
+        let now = Local::now();
+        let fate = self.write(&ready, &now, lines);
+        for (request, line) in ready.drain(..).zip(lines.drain(..)) {
+            deliver(request, line, fate, registry);
+        }
+    }
+
+    /// Writes the log's entries that follow the last place written, syncs,
+    /// then delivers them. If `messages.csv` cannot take them, nothing is
+    /// delivered and the follower reads them again.
+    fn write_logged(&mut self, entries: Vec<Logged>, registry: &Registry) {
+        let Some(start) = self.cluster.as_ref().map(|side| side.last) else {
+            return;
+        };
+        let mut last = start;
+        let mut accepted = Vec::with_capacity(entries.len());
+        for logged in entries {
+            if logged.entry.pos <= last {
+                continue;
+            }
+            if !logged.entry.pos.follows(last) {
+                // The follower is being sent back to `last`; these come again.
+                break;
+            }
+            last = logged.entry.pos;
+            accepted.push(logged);
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        for logged in &accepted {
+            let row = match &logged.entry.event {
+                Event::Say {
+                    id,
+                    time,
+                    room,
+                    from,
+                    text,
+                } => self.messages.rows.serialize(Message {
+                    id: *id,
+                    time,
+                    room,
+                    from,
+                    to: "",
+                    text,
+                }),
+                Event::Whisper {
+                    id,
+                    time,
+                    from,
+                    to,
+                    text,
+                } => self.messages.rows.serialize(Message {
+                    id: *id,
+                    time,
+                    room: "",
+                    from,
+                    to,
+                    text,
+                }),
+                Event::Create {
+                    time,
+                    room,
+                    creator,
+                } if !(logged.replay && registry.room_named(room).is_some()) => {
+                    self.rooms.rows.serialize(RoomRow {
+                        timestamp: time,
+                        room,
+                        creator,
+                    })
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = row {
+                log::error!("a row could not be serialized: {e}");
+            }
+        }
+        let bytes = self.messages.take_rows();
+        if (!bytes.is_empty() || self.messages.damaged().is_some())
+            && let Err(e) = self.messages.commit(&bytes)
+        {
+            log::error!(
+                "writing {} failed: {e}; the cluster's messages after id {} are read again and written when it can take them (nothing is shown before)",
+                self.messages.name(),
+                start.msg
+            );
+            let _ = self.rooms.take_rows();
+            if let Some(side) = &self.cluster {
+                side.cluster.rewind_to(start);
+            }
+            return;
+        }
+        if last.msg != start.msg {
+            self.next_id = last.msg + 1;
+            self.record_next_id();
+            if let Some(feed) = &self.feed {
+                feed.written(self.written());
+            }
+            cluster::wrote(last.msg);
+        }
+        self.write_side_files();
+        let Some(side) = self.cluster.as_mut() else {
+            return;
+        };
+        side.last = last;
+        for logged in accepted {
+            deliver_logged(side, logged, registry);
+        }
+    }
+}
+
+/// Hands one written entry of the log to this node's clients, and keeps
+/// who is where, bans and mutes as it says.
+fn deliver_logged(side: &ClusterSide, logged: Logged, registry: &Registry) {
+    let own = logged.entry.node == side.cluster.node;
+    let replay = logged.replay;
+    match logged.entry.event {
+        Event::Say {
+            id,
+            time,
+            room,
+            from,
+            text,
+        } => {
+            let Ok(stamp) = DateTime::parse_from_rfc3339(&time) else {
+                log::error!("message {id} of the cluster's log has the time {time:?}; not shown");
+                return;
+            };
+            let line = format::chat(
+                &stamp,
+                &Message {
+                    id,
+                    time: &time,
+                    room: &room,
+                    from: &from,
+                    to: "",
+                    text: &text,
+                },
+            );
+            let (from_id, outbox) = match logged.mine {
+                Some(Mine::Say { from_id, from }) => (from_id, Some(from)),
+                _ => (ClientId::MAX, None),
+            };
+            registry.deliver_to_room(
+                &room,
+                id,
+                line.clone(),
+                from_id,
+                Some(Said {
+                    sender: &from,
+                    text: &text,
+                }),
+            );
+            if let Some(outbox) = outbox {
+                outbox.send(line);
+            }
+        }
+        Event::Whisper {
+            id,
+            time,
+            from,
+            to,
+            text,
+        } => {
+            let Ok(stamp) = DateTime::parse_from_rfc3339(&time) else {
+                log::error!("message {id} of the cluster's log has the time {time:?}; not shown");
+                return;
+            };
+            let message = Message {
+                id,
+                time: &time,
+                room: "",
+                from: &from,
+                to: &to,
+                text: &text,
+            };
+            if !replay && let Some((_, outbox)) = registry.find(&to) {
+                outbox.send(format::whisper_received(&stamp, &message));
+            }
+            if let Some(Mine::Whisper { from }) = logged.mine {
+                from.send(format::whisper_sent(&stamp, &message));
+            }
+        }
+        // This node did the rest itself when it asked for it.
+        _ if own => {}
+        Event::Create { room, creator, .. } => {
+            if registry.room_named(&room).is_none() {
+                registry.ensure_room(&room);
+                if !replay {
+                    registry
+                        .to_everyone(format::room_created(&room, &creator))
+                        .deliver();
+                }
+            }
+        }
+        Event::Moderate(m) => moderate(side, &m, registry, replay),
+        _ if replay => {}
+        Event::Online { name, room } => {
+            for told in registry.remote_move(&name, room.as_deref(), "join", true) {
+                told.deliver();
+            }
+        }
+        Event::Move { name, room, .. } => {
+            for told in registry.remote_move(&name, room.as_deref(), "join", false) {
+                told.deliver();
+            }
+        }
+        Event::Quit { name, .. } => {
+            if let Some(told) = registry.remote_quit(&name) {
+                told.deliver();
+            }
+        }
+        Event::Takeover { name, node } => {
+            if node == side.cluster.node {
+                if let Some(taken) = registry.lose_name(&name) {
+                    log::info!(
+                        "{name} logged in again on another node; closing their connection here (thread {})",
+                        taken.id
+                    );
+                    taken.outbox.send(format::error(
+                        "you logged in again from another connection; this one is closed",
+                    ));
+                    taken.outbox.close();
+                    taken.outbox.stop_reading();
+                    if let Some(told) = taken.told {
+                        told.deliver();
+                    }
+                }
+            } else if let Some(told) = registry.remote_quit(&name) {
+                told.deliver();
+            }
+        }
+    }
+}
+
+/// An admin's act on another node, done here: bans in `bans.csv`, mutes,
+/// and whoever it is about, if connected here, told (and dropped).
+fn moderate(side: &ClusterSide, m: &cluster::Moderation, registry: &Registry, replay: bool) {
+    let because = if m.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", m.reason)
+    };
+    match m.action.as_str() {
+        "ban" => {
+            let ban = Ban {
+                timestamp: m.time.clone(),
+                name: m.target.clone(),
+                ip: m.ip.clone(),
+                by: m.by.clone(),
+                reason: m.reason.clone(),
+            };
+            if let Err(e) = side.bans.add(ban) {
+                log::error!("cannot save the ban of {} from the cluster: {e}", m.target);
+            }
+        }
+        "unban" => {
+            if let Err(e) = side.bans.remove(&m.target) {
+                log::error!("cannot lift the ban of {} from the cluster: {e}", m.target);
+            }
+        }
+        "mute" if !replay => {
+            let until = m
+                .minutes
+                .map(|min| std::time::Instant::now() + Duration::from_secs(u64::from(min) * 60));
+            side.mutes.mute(&m.target, until);
+        }
+        "unmute" if !replay => {
+            side.mutes.unmute(&m.target);
+        }
+        _ => {}
+    }
+    if replay {
+        return;
+    }
+    let Some(found) = registry
+        .find_user(&m.target)
+        .filter(|f| f.id != crate::server::registry::REMOTE)
+    else {
+        return;
+    };
+    let notice = match m.action.as_str() {
+        "kick" => format!("{} was kicked by {}{because}", found.name, m.by),
+        "ban" => format!("{} was banned by {}{because}", found.name, m.by),
+        "mute" => format!(
+            "{} was muted by {}{}",
+            found.name,
+            m.by,
+            m.minutes.map_or_else(
+                || " until unmuted".to_string(),
+                |n| format!(" for {n} minute{}", if n == 1 { "" } else { "s" })
+            )
+        ),
+        "unmute" => format!("{} was unmuted by {}", found.name, m.by),
+        _ => return,
+    };
+    let line = format::notice(notice);
+    match &found.room {
+        Some(room) => {
+            if let Some(told) = registry.to_room(room, line) {
+                told.deliver();
+            }
+        }
+        None => {
+            if let Some((_, outbox)) = registry.find(&found.name) {
+                outbox.send(line);
+            }
+        }
+    }
+    match m.action.as_str() {
+        "kick" => registry.drop_client(
+            found.id,
+            format::error(format_args!("you were kicked by {}{because}", m.by)),
+        ),
+        "ban" => registry.drop_client(
+            found.id,
+            format::error(format_args!("you were banned by {}{because}", m.by)),
+        ),
+        _ => {}
     }
 }
 
@@ -707,7 +1131,7 @@ fn deliver(request: Request, line: Prepared, fate: Fate, registry: &Registry) {
                 from.send(format::error(
                     "your whisper could not be saved (the server's disk failed), so it was not sent; try again later",
                 ));
-            } else if to.send(received) {
+            } else if to.is_some_and(|to| to.send(received)) {
                 from.send(sent);
                 metrics().deliveries.inc_by(2);
             } else {
@@ -733,7 +1157,10 @@ fn deliver(request: Request, line: Prepared, fate: Fate, registry: &Registry) {
                 announcement.deliver();
             }
         }
-        Request::Event(_) | Request::RoomCreated { .. } | Request::Stop => {}
+        Request::Login { reply, .. } => {
+            let _ = reply.send(Claim::Unavailable);
+        }
+        _ => {}
     }
 }
 

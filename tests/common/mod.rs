@@ -336,7 +336,13 @@ impl Client {
 
     /// Waits for a line (after those already consumed) that matches; returns it.
     pub fn expect(&mut self, matches: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
+        self.expect_within(PATIENCE, matches)
+    }
+
+    /// Like [`expect`], with its own patience (a cluster noticing a dead
+    /// node takes its lease and a grace).
+    pub fn expect_within(&mut self, patience: Duration, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + patience;
         loop {
             while self.cursor < self.seen.len() {
                 let line = self.seen[self.cursor].clone();
@@ -408,4 +414,110 @@ pub fn chat_lines(lines: &[String]) -> Vec<String> {
         .filter(|l| l.starts_with('[') && !l.contains("(whisper"))
         .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_string()))
         .collect()
+}
+
+/// A `redis-server` of a test's own, on a unix socket in a temporary
+/// directory (never a system service), with AOF and `appendfsync always`
+/// as docs/cluster.md recommends.
+pub struct TestRedis {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl TestRedis {
+    /// Starts one in `dir` and waits until it answers.
+    pub fn start(dir: &Path) -> TestRedis {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let child = Self::spawn(dir, &socket);
+        let redis = TestRedis {
+            child,
+            dir: dir.to_path_buf(),
+            socket,
+        };
+        redis.wait_ready();
+        redis
+    }
+
+    fn spawn(dir: &Path, socket: &Path) -> Child {
+        Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(socket)
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(dir)
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (.ci/run installs it)")
+    }
+
+    /// The URL nodes are given.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+
+    /// A connection for the test's own looks and changes.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url().as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let answered = redis::Client::open(self.url().as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if answered.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Stops it the way a service manager does (SIGTERM: its AOF is
+    /// complete) and starts it again on the same files and socket.
+    pub fn restart(&mut self) {
+        self.signal(libc::SIGTERM);
+        self.child.wait().unwrap();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Self::spawn(&self.dir, &self.socket);
+        self.wait_ready();
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `done` holds, or fails the test saying `what`.
+pub fn wait_until(patience: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(25));
+    }
 }

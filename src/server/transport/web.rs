@@ -414,7 +414,8 @@ fn respond(stream: &dyn Stream, asset: &Asset, host: Option<&str>, body: bool) {
 }
 
 /// Answers `/metrics` (Prometheus's text format) or `/healthz` (200 while the
-/// server takes messages, 503 while it refuses them), then closes.
+/// server takes messages, 503 with the reason while it refuses them: the
+/// store cannot write, or this cluster node is fenced), then closes.
 fn respond_probe(stream: &dyn Stream, metrics: bool, head_only: bool) {
     let state = crate::server::metrics::metrics();
     let (status, content_type, body) = if metrics {
@@ -423,14 +424,14 @@ fn respond_probe(stream: &dyn Stream, metrics: bool, head_only: bool) {
             "text/plain; version=0.0.4; charset=utf-8",
             state.render(),
         )
-    } else if state.healthy() {
-        ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
-    } else {
+    } else if let Some(why) = state.unhealthy() {
         (
             "503 Service Unavailable",
             "text/plain; charset=utf-8",
-            "messages.csv cannot be written: messages are refused\n".to_string(),
+            format!("{why}\n"),
         )
+    } else {
+        ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n",

@@ -1,0 +1,481 @@
+//! The cluster's log as data: places in it ([`Pos`]), the events it holds
+//! ([`Event`]) and how they become the fields of a Redis stream entry and
+//! back. Pure functions, no Redis.
+//!
+//! # Places
+//! Every entry of `chat:log` has the stream id `MSG-SUB`: `MSG` is the id of
+//! the last message (room message or whisper) at or before it, `SUB` counts
+//! the other events since that message. A message is `ID-0`; the events
+//! after it are `ID-1`, `ID-2`, ... So the stream id of a message is its id
+//! in `messages.csv`, a node resumes from the last id of its own file, and
+//! a missing entry shows as a place that does not [follow](Pos::follows)
+//! the one before.
+
+use std::fmt;
+
+use crate::names;
+
+/// A place in the log: the stream id `msg-sub`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Pos {
+    /// The id of the last message at or before this place.
+    pub msg: u64,
+    /// Events after that message (0: the message itself).
+    pub sub: u64,
+}
+
+impl Pos {
+    /// The place of message `id`.
+    pub fn message(id: u64) -> Pos {
+        Pos { msg: id, sub: 0 }
+    }
+
+    /// Reads a stream id `msg-sub`.
+    pub fn parse(text: &str) -> Option<Pos> {
+        let (msg, sub) = text.split_once('-')?;
+        Some(Pos {
+            msg: msg.parse().ok()?,
+            sub: sub.parse().ok()?,
+        })
+    }
+
+    /// True if `self` is the entry right after `before`: the next event
+    /// after it, or the next message.
+    pub fn follows(self, before: Pos) -> bool {
+        (self.msg == before.msg && self.sub == before.sub + 1)
+            || (self.msg == before.msg + 1 && self.sub == 0)
+    }
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.msg, self.sub)
+    }
+}
+
+/// An admin's act, as every node applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moderation {
+    /// `kick`, `ban`, `unban`, `mute` or `unmute`.
+    pub action: String,
+    /// Whom it is about.
+    pub target: String,
+    /// Who did it.
+    pub by: String,
+    /// Why (may be empty).
+    pub reason: String,
+    /// A mute's length in minutes; none: until unmuted.
+    pub minutes: Option<u32>,
+    /// The address a ban holds (may be empty).
+    pub ip: String,
+    /// When (RFC 3339), for `bans.csv`.
+    pub time: String,
+}
+
+/// What one entry of the log says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A room message (its id is given by Redis).
+    Say {
+        /// Its id (0 before Redis gave one).
+        id: u64,
+        /// When, RFC 3339 as `messages.csv` has it.
+        time: String,
+        /// The room.
+        room: String,
+        /// Who said it.
+        from: String,
+        /// What (sanitised).
+        text: String,
+    },
+    /// A whisper.
+    Whisper {
+        /// Its id (0 before Redis gave one).
+        id: u64,
+        /// When.
+        time: String,
+        /// Who whispers.
+        from: String,
+        /// To whom.
+        to: String,
+        /// What.
+        text: String,
+    },
+    /// A user logged in on a node and is now in `room` (none: the lobby).
+    Online {
+        /// The name.
+        name: String,
+        /// Where they landed.
+        room: Option<String>,
+    },
+    /// A user moved: into `room` (joined or created it), or to the lobby.
+    Move {
+        /// The name.
+        name: String,
+        /// The room now; none: the lobby.
+        room: Option<String>,
+        /// The room was made by this move (`/create`).
+        created: bool,
+    },
+    /// A user left the chat (quit, or their node died: `gone`).
+    Quit {
+        /// The name.
+        name: String,
+        /// Their node died and another node reaped its names.
+        gone: bool,
+    },
+    /// A login on another node took the name over from `node`'s connection.
+    Takeover {
+        /// The name.
+        name: String,
+        /// The node that held it.
+        node: String,
+    },
+    /// A room was made.
+    Create {
+        /// When.
+        time: String,
+        /// The room.
+        room: String,
+        /// Who made it.
+        creator: String,
+    },
+    /// An admin's kick, ban, unban, mute or unmute.
+    Moderate(Moderation),
+}
+
+impl Event {
+    /// True for the events that get a message id.
+    pub fn is_message(&self) -> bool {
+        matches!(self, Event::Say { .. } | Event::Whisper { .. })
+    }
+
+    /// The entry's kind and fields, as the append script takes them (the
+    /// script adds `k`, `n` and a message's `id`).
+    pub fn fields(&self) -> (&'static str, Vec<(&'static str, String)>) {
+        let key = |name: &str| names::fold(name);
+        match self {
+            Event::Say {
+                time,
+                room,
+                from,
+                text,
+                ..
+            } => (
+                "say",
+                vec![
+                    ("t", time.clone()),
+                    ("r", room.clone()),
+                    ("f", from.clone()),
+                    ("key", key(from)),
+                    ("x", text.clone()),
+                ],
+            ),
+            Event::Whisper {
+                time,
+                from,
+                to,
+                text,
+                ..
+            } => (
+                "whisper",
+                vec![
+                    ("t", time.clone()),
+                    ("f", from.clone()),
+                    ("key", key(from)),
+                    ("to", to.clone()),
+                    ("tokey", key(to)),
+                    ("x", text.clone()),
+                ],
+            ),
+            Event::Online { name, room } => (
+                "online",
+                vec![
+                    ("f", name.clone()),
+                    ("key", key(name)),
+                    ("r", room.clone().unwrap_or_default()),
+                ],
+            ),
+            Event::Move {
+                name,
+                room,
+                created,
+            } => (
+                "move",
+                vec![
+                    ("f", name.clone()),
+                    ("key", key(name)),
+                    ("r", room.clone().unwrap_or_default()),
+                    ("c", if *created { "1" } else { "" }.to_string()),
+                ],
+            ),
+            Event::Quit { name, gone } => (
+                "quit",
+                vec![
+                    ("f", name.clone()),
+                    ("key", key(name)),
+                    ("w", if *gone { "gone" } else { "" }.to_string()),
+                ],
+            ),
+            Event::Takeover { name, node } => (
+                "takeover",
+                vec![("f", name.clone()), ("key", key(name)), ("o", node.clone())],
+            ),
+            Event::Create {
+                time,
+                room,
+                creator,
+            } => (
+                "create",
+                vec![
+                    ("t", time.clone()),
+                    ("r", room.clone()),
+                    ("f", creator.clone()),
+                ],
+            ),
+            Event::Moderate(m) => (
+                "mod",
+                vec![
+                    ("a", m.action.clone()),
+                    ("f", m.target.clone()),
+                    ("key", key(&m.target)),
+                    ("b", m.by.clone()),
+                    ("y", m.reason.clone()),
+                    ("m", m.minutes.map(|m| m.to_string()).unwrap_or_default()),
+                    ("ip", m.ip.clone()),
+                    ("t", m.time.clone()),
+                ],
+            ),
+        }
+    }
+}
+
+/// One entry as read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its place.
+    pub pos: Pos,
+    /// The node that appended it.
+    pub node: String,
+    /// The appending node's number for the request (finds the sender).
+    pub uid: u64,
+    /// What it says.
+    pub event: Event,
+}
+
+/// Why an entry could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable(pub String);
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Reads one stream entry (its id and its field-value pairs, taken).
+pub fn decode(id: &str, mut pairs: Vec<(String, String)>) -> Result<Entry, Unreadable> {
+    let pos = Pos::parse(id).ok_or_else(|| Unreadable(format!("entry id {id:?}")))?;
+    let pairs = std::cell::RefCell::new(&mut pairs);
+    let get = |name: &str| {
+        pairs
+            .borrow_mut()
+            .iter_mut()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| std::mem::take(v))
+    };
+    let need = |name: &str| get(name).ok_or_else(|| Unreadable(format!("entry {id}: no {name}")));
+    let room = |text: String| (!text.is_empty()).then_some(text);
+    let kind = need("k")?;
+    let event = match kind.as_str() {
+        "say" => Event::Say {
+            id: pos.msg,
+            time: need("t")?,
+            room: need("r")?,
+            from: need("f")?,
+            text: need("x")?,
+        },
+        "whisper" => Event::Whisper {
+            id: pos.msg,
+            time: need("t")?,
+            from: need("f")?,
+            to: need("to")?,
+            text: need("x")?,
+        },
+        "online" => Event::Online {
+            name: need("f")?,
+            room: room(get("r").unwrap_or_default()),
+        },
+        "move" => Event::Move {
+            name: need("f")?,
+            room: room(get("r").unwrap_or_default()),
+            created: get("c").is_some_and(|c| c == "1"),
+        },
+        "quit" => Event::Quit {
+            name: need("f")?,
+            gone: get("w").is_some_and(|w| w == "gone"),
+        },
+        "takeover" => Event::Takeover {
+            name: need("f")?,
+            node: need("o")?,
+        },
+        "create" => Event::Create {
+            time: need("t")?,
+            room: need("r")?,
+            creator: need("f")?,
+        },
+        "mod" => Event::Moderate(Moderation {
+            action: need("a")?,
+            target: need("f")?,
+            by: get("b").unwrap_or_default(),
+            reason: get("y").unwrap_or_default(),
+            minutes: get("m").and_then(|m| m.parse().ok()),
+            ip: get("ip").unwrap_or_default(),
+            time: get("t").unwrap_or_default(),
+        }),
+        other => return Err(Unreadable(format!("entry {id}: unknown kind {other:?}"))),
+    };
+    if event.is_message() != (pos.sub == 0) {
+        return Err(Unreadable(format!(
+            "entry {id}: a {kind} at that place breaks the log's numbering"
+        )));
+    }
+    Ok(Entry {
+        pos,
+        node: get("n").unwrap_or_default(),
+        uid: get("u").and_then(|u| u.parse().ok()).unwrap_or(0),
+        event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(event: &Event, node: &str, uid: u64) -> Vec<(String, String)> {
+        let (kind, fields) = event.fields();
+        let mut out = vec![
+            ("k".to_string(), kind.to_string()),
+            ("n".to_string(), node.to_string()),
+            ("u".to_string(), uid.to_string()),
+        ];
+        out.extend(fields.into_iter().map(|(k, v)| (k.to_string(), v)));
+        out
+    }
+
+    #[test]
+    fn places_follow_one_another_without_gaps() {
+        let p = Pos::parse("7-0").unwrap();
+        assert!(Pos::parse("7-1").unwrap().follows(p));
+        assert!(Pos::parse("8-0").unwrap().follows(p));
+        assert!(!Pos::parse("9-0").unwrap().follows(p));
+        assert!(!Pos::parse("7-2").unwrap().follows(p));
+        assert!(
+            Pos::parse("8-0")
+                .unwrap()
+                .follows(Pos::parse("7-5").unwrap())
+        );
+        assert!(Pos::parse("0-1").unwrap().follows(Pos::default()));
+        assert!(Pos::parse("1-0").unwrap().follows(Pos::default()));
+        assert_eq!(Pos::parse("x-1"), None);
+        assert_eq!(Pos { msg: 3, sub: 2 }.to_string(), "3-2");
+    }
+
+    #[test]
+    fn every_event_survives_the_round_trip_through_fields() {
+        let events = [
+            (
+                "5-0",
+                Event::Say {
+                    id: 5,
+                    time: "2026-01-01T00:00:00.000+00:00".into(),
+                    room: "general".into(),
+                    from: "Alice".into(),
+                    text: "hi, \"bob\" — ça va?".into(),
+                },
+            ),
+            (
+                "6-0",
+                Event::Whisper {
+                    id: 6,
+                    time: "t".into(),
+                    from: "a".into(),
+                    to: "b".into(),
+                    text: "psst".into(),
+                },
+            ),
+            (
+                "6-1",
+                Event::Online {
+                    name: "bob".into(),
+                    room: None,
+                },
+            ),
+            (
+                "6-2",
+                Event::Move {
+                    name: "bob".into(),
+                    room: Some("x".into()),
+                    created: true,
+                },
+            ),
+            (
+                "6-3",
+                Event::Quit {
+                    name: "bob".into(),
+                    gone: true,
+                },
+            ),
+            (
+                "6-4",
+                Event::Takeover {
+                    name: "bob".into(),
+                    node: "n1".into(),
+                },
+            ),
+            (
+                "6-5",
+                Event::Create {
+                    time: "t".into(),
+                    room: "x".into(),
+                    creator: "bob".into(),
+                },
+            ),
+            (
+                "6-6",
+                Event::Moderate(Moderation {
+                    action: "mute".into(),
+                    target: "eve".into(),
+                    by: "root".into(),
+                    reason: "spam".into(),
+                    minutes: Some(5),
+                    ip: String::new(),
+                    time: "t".into(),
+                }),
+            ),
+        ];
+        for (id, event) in events {
+            let entry = decode(id, pairs(&event, "n1", 42)).unwrap();
+            assert_eq!(entry.event, event);
+            assert_eq!(entry.node, "n1");
+            assert_eq!(entry.uid, 42);
+            assert_eq!(entry.pos.to_string(), id);
+        }
+    }
+
+    #[test]
+    fn a_message_off_its_place_or_an_unknown_kind_is_unreadable() {
+        let say = Event::Say {
+            id: 0,
+            time: "t".into(),
+            room: "r".into(),
+            from: "a".into(),
+            text: "x".into(),
+        };
+        assert!(decode("5-1", pairs(&say, "n", 1)).is_err());
+        let mut odd = pairs(&say, "n", 1);
+        odd[0].1 = "dance".into();
+        assert!(decode("5-0", odd).is_err());
+        assert!(decode("5-0", Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,384 @@
+//! The Lua scripts that change the cluster's state in Redis, each atomic,
+//! and the calls that run them.
+//!
+//! Keys: `chat:log` (the stream), `chat:msg` (the last message id),
+//! `chat:sub` (events since it), `chat:online` (folded name → `node TAB
+//! name TAB room`), `chat:nodes` (the nodes that joined and were not
+//! reaped), `chat:node:ID` (a node's lease, holding its fencing token),
+//! `chat:bans` and `chat:mutes` (folded names), `chat:batch:NODE:N` (a
+//! batch's answer, for a batch sent again).
+
+use redis::{Connection, RedisResult, Script, Value};
+
+use crate::server::cluster::{Cluster, DEDUPE_SECS};
+
+/// What every script shares: the next place in the log, and appending.
+const COMMON: &str = r#"
+local function place(message)
+  if message then
+    local m = redis.call('INCR', 'chat:msg')
+    redis.call('SET', 'chat:sub', 0)
+    return m .. '-0'
+  end
+  local s = redis.call('INCR', 'chat:sub')
+  local m = redis.call('GET', 'chat:msg') or '0'
+  return m .. '-' .. s
+end
+local function append(keep, id, fields)
+  local args = {'XADD', 'chat:log'}
+  if tonumber(keep) > 0 then
+    args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = keep
+  end
+  args[#args + 1] = id
+  for _, v in ipairs(fields) do args[#args + 1] = v end
+  redis.call(unpack(args))
+end
+local function owner_of(held)
+  return string.match(held, '^([^\t]*)')
+end
+local function reap(node, keep, why)
+  local all = redis.call('HGETALL', 'chat:online')
+  local n = 0
+  for j = 1, #all, 2 do
+    local owner, name = string.match(all[j + 1], '^([^\t]*)\t([^\t]*)')
+    if owner == node then
+      redis.call('HDEL', 'chat:online', all[j])
+      append(keep, place(false), {'k', 'quit', 'n', node, 'u', '0', 'f', name, 'key', all[j], 'w', why})
+      n = n + 1
+    end
+  end
+  redis.call('SREM', 'chat:nodes', node)
+  return n
+end
+"#;
+
+/// Appends a batch. ARGV: node, token, batch key, keep, the last message
+/// id the node has written, then per entry: kind, uid, pair count, pairs.
+/// Returns one answer per entry: its place, or `taken`, `refused:WHY`,
+/// `skip`; or `{'fenced'}` for the whole batch (the lease is not this
+/// node's, or Redis has fewer messages than the node wrote: it lost
+/// acknowledged writes, and the same ids must not be given twice).
+const APPEND: &str = r#"
+local node, token, batch, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local done = redis.call('GET', batch)
+if done then return cjson.decode(done) end
+if redis.call('GET', 'chat:node:' .. node) ~= token then return {'fenced'} end
+if tonumber(redis.call('GET', 'chat:msg') or '0') < tonumber(ARGV[5]) then return {'fenced'} end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local results = {}
+local i = 6
+while i <= #ARGV do
+  local kind, uid, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local f = {}
+  local pairs_ = {}
+  for j = 0, n - 1 do
+    local k, v = ARGV[i + 3 + 2 * j], ARGV[i + 4 + 2 * j]
+    f[k] = v
+    pairs_[#pairs_ + 1] = k; pairs_[#pairs_ + 1] = v
+  end
+  i = i + 3 + 2 * n
+  local result = nil
+  local message = (kind == 'say' or kind == 'whisper')
+  local before = {}
+  if message and redis.call('HEXISTS', 'chat:bans', f.key) == 1 then
+    result = 'refused:banned'
+  end
+  if kind == 'say' and not result then
+    local muted = redis.call('HGET', 'chat:mutes', f.key)
+    if muted and (muted == '0' or tonumber(muted) > now_ms) then result = 'refused:muted' end
+  end
+  if kind == 'whisper' and not result and redis.call('HEXISTS', 'chat:online', f.tokey) == 0 then
+    result = 'refused:gone'
+  end
+  if kind == 'login' then
+    kind = 'online'
+    local held = redis.call('HGET', 'chat:online', f.key)
+    if held then
+      local owner = owner_of(held)
+      if owner ~= node and redis.call('EXISTS', 'chat:node:' .. owner) == 1 then
+        if f.take == '1' then
+          before = {'k', 'takeover', 'n', node, 'u', '0', 'f', f.f, 'key', f.key, 'o', owner}
+        else
+          result = 'taken:' .. redis.call('PTTL', 'chat:node:' .. owner) .. ':' .. owner
+        end
+      elseif owner ~= node then
+        before = {'k', 'quit', 'n', owner, 'u', '0', 'f', f.f, 'key', f.key, 'w', 'gone'}
+      end
+    end
+    if not result then
+      redis.call('HSET', 'chat:online', f.key, node .. '\t' .. f.f .. '\t' .. (f.r or ''))
+    end
+  elseif kind == 'move' or kind == 'quit' then
+    local held = redis.call('HGET', 'chat:online', f.key)
+    if not held or owner_of(held) ~= node then
+      result = 'skip'
+    elseif kind == 'move' then
+      redis.call('HSET', 'chat:online', f.key, node .. '\t' .. f.f .. '\t' .. (f.r or ''))
+    else
+      redis.call('HDEL', 'chat:online', f.key)
+    end
+  elseif kind == 'mod' then
+    if f.a == 'ban' then redis.call('HSET', 'chat:bans', f.key, 1)
+    elseif f.a == 'unban' then redis.call('HDEL', 'chat:bans', f.key)
+    elseif f.a == 'mute' then
+      local until_ms = 0
+      if f.m ~= '' then until_ms = now_ms + tonumber(f.m) * 60000 end
+      redis.call('HSET', 'chat:mutes', f.key, until_ms)
+    elseif f.a == 'unmute' then redis.call('HDEL', 'chat:mutes', f.key)
+    end
+  end
+  if not result then
+    if #before > 0 then append(keep, place(false), before) end
+    local id = place(message)
+    local fields = {'k', kind, 'n', node, 'u', uid}
+    for _, v in ipairs(pairs_) do fields[#fields + 1] = v end
+    append(keep, id, fields)
+    result = id
+  end
+  results[#results + 1] = result
+end
+redis.call('SET', batch, cjson.encode(results), 'EX', DEDUPE_SECS)
+return results
+"#;
+
+/// Renews the lease. ARGV: node, token, lease ms. 1: renewed; 2: taken
+/// again after it lapsed (nobody reaped the node); 0: the node was reaped.
+const RENEW: &str = r#"
+local key = 'chat:node:' .. ARGV[1]
+local held = redis.call('GET', key)
+if held == ARGV[2] then
+  redis.call('PEXPIRE', key, ARGV[3])
+  return 1
+end
+if not held and redis.call('SISMEMBER', 'chat:nodes', ARGV[1]) == 1 then
+  redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
+  return 2
+end
+return 0
+"#;
+
+/// Takes a lease as a new node. ARGV: node, token, lease ms.
+const REGISTER: &str = r#"
+redis.call('SET', 'chat:node:' .. ARGV[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', 'chat:nodes', ARGV[1])
+return 1
+"#;
+
+/// Reaps a dead node. ARGV: the dead node, this node, its token, keep.
+/// Returns the names freed, or -1 (it lives) or -2 (this node is fenced).
+const REAP: &str = r#"
+if redis.call('EXISTS', 'chat:node:' .. ARGV[1]) == 1 then return -1 end
+if redis.call('GET', 'chat:node:' .. ARGV[2]) ~= ARGV[3] then return -2 end
+return reap(ARGV[1], ARGV[4], 'gone')
+"#;
+
+/// Leaves at shutdown. ARGV: node, token, keep.
+const LEAVE: &str = r#"
+if redis.call('GET', 'chat:node:' .. ARGV[1]) == ARGV[2] then
+  redis.call('DEL', 'chat:node:' .. ARGV[1])
+end
+return reap(ARGV[1], ARGV[3], '')
+"#;
+
+/// Who is online and the log's last place, at one moment.
+const SNAPSHOT: &str = r#"
+local last = redis.call('XREVRANGE', 'chat:log', '+', '-', 'COUNT', 1)
+local id = '0-0'
+if #last > 0 then id = last[1][1] end
+local out = {id}
+local all = redis.call('HGETALL', 'chat:online')
+for j = 2, #all, 2 do out[#out + 1] = all[j] end
+return out
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!(
+        "{COMMON}\n{}",
+        body.replace("DEDUPE_SECS", &DEDUPE_SECS.to_string())
+    ))
+}
+
+/// One entry of a batch for [`append`].
+pub struct Outgoing {
+    /// The script's kind: `say`, `whisper`, `login`, `move`, `quit`, ...
+    pub kind: &'static str,
+    /// The request's number on this node.
+    pub uid: u64,
+    /// Its fields.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// The answer to one entry of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Appended at this place.
+    At(super::Pos),
+    /// A login's name is held on another node: which, and how long its
+    /// lease has left (in ms).
+    Taken {
+        /// The node.
+        node: String,
+        /// Its lease's time to live.
+        ttl_ms: i64,
+    },
+    /// Refused (banned, muted, recipient gone): why.
+    Refused(String),
+    /// Nothing to do (a move or quit of a name this node no longer holds).
+    Skipped,
+}
+
+/// Appends a batch numbered `batch`; `None` if this node is fenced.
+pub fn append(
+    cluster: &Cluster,
+    con: &mut Connection,
+    batch: u64,
+    entries: &[Outgoing],
+) -> RedisResult<Option<Vec<Answer>>> {
+    thread_local! {
+        static APPEND_SCRIPT: Script = script(APPEND);
+    }
+    let answers: Vec<String> = APPEND_SCRIPT.with(|s| {
+        let mut call = s.prepare_invoke();
+        call.arg(&cluster.node)
+            .arg(&cluster.token)
+            .arg(format!("chat:batch:{}:{batch}", cluster.node))
+            .arg(cluster.config.keep)
+            .arg(super::written());
+        for entry in entries {
+            call.arg(entry.kind).arg(entry.uid).arg(entry.fields.len());
+            for (k, v) in &entry.fields {
+                call.arg(*k).arg(v);
+            }
+        }
+        call.invoke(con)
+    })?;
+    if answers.first().map(String::as_str) == Some("fenced") {
+        return Ok(None);
+    }
+    Ok(Some(
+        answers
+            .into_iter()
+            .map(|a| match a.as_str() {
+                "skip" => Answer::Skipped,
+                other => {
+                    if let Some(why) = other.strip_prefix("refused:") {
+                        Answer::Refused(why.to_string())
+                    } else if let Some(held) = other.strip_prefix("taken:") {
+                        let (ttl, node) = held.split_once(':').unwrap_or((held, ""));
+                        Answer::Taken {
+                            node: node.to_string(),
+                            ttl_ms: ttl.parse().unwrap_or(0),
+                        }
+                    } else {
+                        super::Pos::parse(other)
+                            .map_or_else(|| Answer::Refused(other.to_string()), Answer::At)
+                    }
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// What [`renew`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewed {
+    /// The lease holds.
+    Held,
+    /// It had lapsed (Redis paused or restarted), nobody reaped the node,
+    /// and it is taken again.
+    Retaken,
+    /// The node was reaped: its names are gone.
+    Reaped,
+}
+
+/// Renews the lease.
+pub fn renew(cluster: &Cluster, con: &mut Connection) -> RedisResult<Renewed> {
+    let answer: i64 = script(RENEW)
+        .arg(&cluster.node)
+        .arg(&cluster.token)
+        .arg(cluster.config.lease.as_millis() as u64)
+        .invoke(con)?;
+    Ok(match answer {
+        1 => Renewed::Held,
+        2 => Renewed::Retaken,
+        _ => Renewed::Reaped,
+    })
+}
+
+/// Takes a lease as a new node (at start, or after being reaped).
+pub fn register(cluster: &Cluster, con: &mut Connection) -> RedisResult<()> {
+    let _: i64 = script(REGISTER)
+        .arg(&cluster.node)
+        .arg(&cluster.token)
+        .arg(cluster.config.lease.as_millis() as u64)
+        .invoke(con)?;
+    Ok(())
+}
+
+/// Reaps `dead` if its lease is gone; the names freed (negative: none).
+pub fn reap(cluster: &Cluster, con: &mut Connection, dead: &str) -> RedisResult<i64> {
+    script(REAP)
+        .arg(dead)
+        .arg(&cluster.node)
+        .arg(&cluster.token)
+        .arg(cluster.config.keep)
+        .invoke(con)
+}
+
+/// Gives the lease back and frees what this node still holds.
+pub fn leave(cluster: &Cluster, con: &mut Connection) -> RedisResult<()> {
+    let _: i64 = script(LEAVE)
+        .arg(&cluster.node)
+        .arg(&cluster.token)
+        .arg(cluster.config.keep)
+        .invoke(con)?;
+    Ok(())
+}
+
+/// One user online: node, name, room (empty: the lobby).
+pub type Online = (String, String, String);
+
+/// Who is online on which node, and the log's last place, at one moment.
+pub fn snapshot(con: &mut Connection) -> RedisResult<(super::Pos, Vec<Online>)> {
+    let value: Value = script(SNAPSHOT).invoke(con)?;
+    let Value::Array(items) = value else {
+        return Ok((super::Pos::default(), Vec::new()));
+    };
+    let mut items = items.iter().filter_map(super::text);
+    let pos = items
+        .next()
+        .and_then(|id| super::Pos::parse(&id))
+        .unwrap_or_default();
+    let users = items
+        .filter_map(|held| {
+            let mut parts = held.splitn(3, '\t');
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next().unwrap_or("").to_string(),
+            ))
+        })
+        .collect();
+    Ok((pos, users))
+}
+
+/// The nodes that joined and were not reaped.
+pub fn nodes(con: &mut Connection) -> RedisResult<Vec<String>> {
+    redis::cmd("SMEMBERS").arg("chat:nodes").query(con)
+}
+
+/// Whether `node`'s lease holds.
+pub fn alive(con: &mut Connection, node: &str) -> RedisResult<bool> {
+    redis::cmd("EXISTS")
+        .arg(format!("chat:node:{node}"))
+        .query(con)
+}
+
+/// The last message id the log has given.
+pub fn head(con: &mut Connection) -> RedisResult<u64> {
+    Ok(redis::cmd("GET")
+        .arg("chat:msg")
+        .query::<Option<u64>>(con)?
+        .unwrap_or(0))
+}
