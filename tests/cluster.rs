@@ -100,6 +100,9 @@ fn people_on_different_nodes_chat_both_ways() {
     bob.expect_line("alice in #general");
     alice.send("/list");
     alice.expect_line("#general (2 online)");
+    // A newcomer's greeting counts everyone in the chat, on every node.
+    let mut newcomer = b.connect_raw();
+    newcomer.expect_line("welcome to chatroom (3 connected)");
 
     // A room made on one node is there on the other.
     alice.send("/create hideout");

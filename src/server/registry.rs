@@ -375,9 +375,16 @@ impl Registry {
         );
     }
 
-    /// How many connections there are, named or not.
+    /// How many connections there are here, named or not.
     pub fn connections(&self) -> usize {
         self.lock().clients.len()
+    }
+
+    /// How many are connected to the chat: this server's connections, named
+    /// or not, and the people logged in on the cluster's other nodes.
+    pub fn everyone(&self) -> usize {
+        let inner = self.lock();
+        inner.clients.len() + inner.remote.len()
     }
 
     /// Gives the client its name, if nobody online has it.

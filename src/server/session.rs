@@ -153,7 +153,7 @@ enum Next {
 
 impl Session {
     fn run(&mut self, mut input: Box<dyn Input>) {
-        let online = self.context.registry.connections();
+        let online = self.context.registry.everyone();
         let private = self.context.accounts.is_private().unwrap_or(false);
         self.outbox.send(format::hello(online, private));
         self.outbox.send(format::name_prompt());
