@@ -9,7 +9,8 @@
 #   --quick               short steps (3 s), fewer bisections, 2,000 idle clients
 #   --only LIST           servers to run, comma-separated: chatroom,inspircd,ngircd
 #   --scenarios LIST      scenarios to run: s100,s1000x10,s1000x100,half,idle,
-#                         tls100,tls1000x100,tlsidle
+#                         tls100,tls1000x100,tlsidle,ws1000,wsidle (and wss1000,
+#                         not run unless named)
 #   --idle-clients N      clients of the idle scenario (default 10000)
 #   --server-bin PATH     a prebuilt chatroom server (default: build this checkout)
 #   --loadgen-bin PATH    a prebuilt load generator (default: build this checkout)
@@ -36,13 +37,23 @@
 #   tls1000x100  the same with 1,000 clients, 100 senders
 #   tlsidle    N idle clients over TLS against chatroom-tls, and over plain TCP
 #              against chatroom as the baseline
+#   ws1000     (issue 14) 1,000 clients, 100 senders: the highest sustained rate
+#              of chatroom-ws (WebSocket clients on --web-port, JSON events, one
+#              text frame each) and of chatroom (line clients) as the baseline,
+#              one after the other against the same server binary
+#   wsidle     N idle WebSocket clients against chatroom-ws, and N idle line
+#              clients against chatroom as the baseline
+#   wss1000    the same as ws1000 over TLS: chatroom-wss (WSS) against
+#              chatroom-tls (lines over TLS); only when named in --scenarios
 # The TLS certificate is made by `server tls-init --name localhost` in the work
 # directory; the peers use ../shared/bench/inspircd-tls.conf and ngircd-tls.conf.
 # Targets for chatroom: a rate at least the best peer's; p99 at half rate no
 # worse than the best peer's; idle: all connected and reached, RSS at most
 # 12 KiB per client, at most 1.1 threads per client; TLS: a rate at least the
 # best TLS peer's and at least 0.6x chatroom's own plain rate; idle TLS at
-# most 2x an idle plain client's memory, still one thread each.
+# most 2x an idle plain client's memory, still one thread each; WebSocket: a
+# rate at least 0.8x the line clients' in the same run, an idle WebSocket
+# client at most 2x an idle line client's memory, still one thread each.
 #
 # The peers are single-threaded (one epoll loop each); chatroom uses as many
 # threads as it likes. All share the machine's cores with the load generator.
@@ -57,7 +68,7 @@ ROOT=$PWD
 
 QUICK=0
 ONLY="chatroom,inspircd,ngircd"
-SCENARIOS="s100,s1000x10,s1000x100,half,idle,tls100,tls1000x100,tlsidle"
+SCENARIOS="s100,s1000x10,s1000x100,half,idle,tls100,tls1000x100,tlsidle,ws1000,wsidle"
 IDLE_CLIENTS=""
 SERVER_BIN=""
 LOADGEN_BIN=""
@@ -144,7 +155,8 @@ fi
 # ngIRCd drops to nobody, so the copies it reads are world-readable (a
 # throwaway key on loopback).
 CERT=""; KEY=""
-if has "$SCENARIOS" tls100 || has "$SCENARIOS" tls1000x100 || has "$SCENARIOS" tlsidle; then
+if has "$SCENARIOS" tls100 || has "$SCENARIOS" tls1000x100 || has "$SCENARIOS" tlsidle ||
+    has "$SCENARIOS" wss1000; then
     "$SERVER_BIN" tls-init --name localhost --data-dir "$WORK/certs" >"$OUT/tls-init.txt"
     mkdir -p "$WORK/public"
     cp "$WORK/certs/tls/cert.pem" "$WORK/certs/tls/key.pem" "$WORK/public/"
@@ -181,9 +193,9 @@ wait_listening() { # PORT
     return 1
 }
 
-start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS
+start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS, WS
     local name=$1 log="$OUT/$1.$2.log"
-    TLS=""
+    TLS=""; WS=""
     case "$name" in
     chatroom)
         local data
@@ -209,6 +221,21 @@ start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS
             sleep 0.1
         done
         PROTO=chatroom; HANDSHAKES=200; TLS=1 ;;
+    chatroom-ws|chatroom-wss)
+        # The same server with its web port; the clients speak WebSocket there.
+        local data tls_args=()
+        data=$(mktemp -d "$WORK/data.XXXXXX")
+        [ "$name" = chatroom-wss ] && tls_args=(--tls-port 0 --tls-cert "$CERT" --tls-key "$KEY")
+        "$SERVER_BIN" --host 127.0.0.1 --port 0 --web-port 0 "${tls_args[@]}" --data-dir "$data" \
+            --rate 0 --max-per-ip 0 --max-clients 20000 >"$log.out" 2>"$log" &
+        PID=$!
+        for _ in $(seq 100); do
+            ADDR=$(sed -n 's/^listening on \(.*\) (web)$/\1/p' "$log.out")
+            [ -n "$ADDR" ] && break
+            sleep 0.1
+        done
+        PROTO=chatroom; HANDSHAKES=200; WS=1
+        [ "$name" = chatroom-wss ] && TLS=1 ;;
     inspircd-tls)
         inspircd --nofork --nopid --runasroot --config="$WORK/inspircd-tls.conf" >"$log" 2>&1 &
         PID=$!
@@ -243,7 +270,7 @@ run() { # NAME SCENARIO LOADGEN-ARGS...
     start_server "$name" "$scenario" || { stop_server; return 0; }
     say "$scenario: $name ($ADDR, pid $PID): loadgen $*"
     local json log="$OUT/loadgen.$scenario.$name"
-    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" --pid "$PID" ${TLS:+--tls} \
+    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" --pid "$PID" ${TLS:+--tls} ${WS:+--ws} \
         --handshakes "$HANDSHAKES" --label "$scenario/$name" "$@" \
         2>"$log.err" | tee "$log.log" >&2 || true
     json=$(tail -n 1 "$log.log")
@@ -287,6 +314,13 @@ has "$SCENARIOS" s1000x100 && search s1000x100 1000 100
 has "$SCENARIOS" tls100 && search tls100 100 10 "${TLS_SERVERS[@]}"
 has "$SCENARIOS" tls1000x100 && search tls1000x100 1000 100 "${TLS_SERVERS[@]}"
 
+# WebSocket (issue 14): line clients first, then WebSocket clients, each
+# against a fresh server of the same binary.
+if has "$ONLY" chatroom; then
+    has "$SCENARIOS" ws1000 && search ws1000 1000 100 chatroom chatroom-ws
+    has "$SCENARIOS" wss1000 && search wss1000 1000 100 chatroom-tls chatroom-wss
+fi
+
 if has "$SCENARIOS" half; then
     for pair in s100:100:10 s1000x10:1000:10 s1000x100:1000:100; do
         IFS=: read -r scenario clients senders <<<"$pair"
@@ -317,6 +351,13 @@ fi
 if has "$SCENARIOS" tlsidle && has "$ONLY" chatroom; then
     for s in chatroom chatroom-tls; do
         run "$s" tlsidle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
+            --connect-timeout "$IDLE_CONNECT" --handshake-timeout 120
+    done
+fi
+
+if has "$SCENARIOS" wsidle && has "$ONLY" chatroom; then
+    for s in chatroom chatroom-ws; do
+        run "$s" wsidle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
             --connect-timeout "$IDLE_CONNECT" --handshake-timeout 120
     done
 fi
@@ -385,6 +426,19 @@ jq -rs '
         ([$ti[] | select(.server == "chatroom")] | first) as $p |
         "- tlsidle: \($t.connected // 0)/\($t.clients // 0) TLS clients connected, probe reached \($t.probe.delivered // 0)/\($t.probe.expected // 0), \($t.idle.rss_kib_per_client // "?") KiB per TLS client vs \($p.idle.rss_kib_per_client // "?") KiB per plain one, \($t.idle.threads_per_client // "?") threads per client: " +
         (if ($t.all_connected_and_reached // false) and ($t.idle.rss_kib_per_client // 1e9) <= 2 * ($p.idle.rss_kib_per_client // 0) and ($t.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end)),
+    (["ws1000:chatroom-ws:chatroom", "wss1000:chatroom-wss:chatroom-tls"][] | split(":") as [$sc, $w, $l] |
+        select([$all[] | select(.scenario == $sc)] | length > 0) |
+        ($all | best($sc; $w)) as $c |
+        ($all | best($sc; $l)) as $base |
+        "- \($sc): WebSocket rate \($c) vs line clients \($base) (\($l)): " +
+        (if $base > 0 then "\($c / $base * 100 | round) % of it" else "?" end) + ", target 80 %: " +
+        (if $base > 0 and $c >= 0.8 * $base then "MET" else "NOT MET" end)),
+    ([$all[] | select(.scenario == "wsidle")] as $wi |
+        select($wi | length > 0) |
+        ([$wi[] | select(.server == "chatroom-ws")] | first) as $w |
+        ([$wi[] | select(.server == "chatroom")] | first) as $p |
+        "- wsidle: \($w.connected // 0)/\($w.clients // 0) WebSocket clients connected, probe reached \($w.probe.delivered // 0)/\($w.probe.expected // 0), \($w.idle.rss_kib_per_client // "?") KiB per WebSocket client vs \($p.idle.rss_kib_per_client // "?") KiB per line client (\(if ($p.idle.rss_kib_per_client // 0) > 0 then ($w.idle.rss_kib_per_client / $p.idle.rss_kib_per_client * 100 | round) else "?" end) %, target at most 200 %), \($w.idle.threads_per_client // "?") threads per client: " +
+        (if ($w.all_connected_and_reached // false) and ($w.idle.rss_kib_per_client // 1e9) <= 2 * ($p.idle.rss_kib_per_client // 0) and ($w.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end)),
     ($all[] | select(.scenario == "idle" and .server == "chatroom") |
         "- idle: \(.connected)/\(.clients) connected, probe reached \(.probe.delivered // 0)/\(.probe.expected // 0), \(.idle.rss_kib_per_client // "?") KiB and \(.idle.threads_per_client // "?") threads per client: " +
         (if .all_connected_and_reached and (.idle.rss_kib_per_client // 1e9) <= 12 and (.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end))
