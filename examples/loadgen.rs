@@ -407,11 +407,12 @@ const MAX_TAIL: usize = 64 * 1024;
 /// Latencies are recorded in microseconds up to this (10 minutes).
 const MAX_LATENCY_US: u64 = 600_000_000;
 /// What one `--ws` client's tungstenite reads at once. tungstenite
-/// zero-fills this much before every read, the one that ends in WouldBlock
-/// included: at 16 KiB that memset was 11 % of the generator's time with
-/// 1,000 clients at 200,000 deliveries a second, at 4 KiB 5 %. 4 KiB still
-/// holds a dozen events, so a busy client drains its socket in a few reads.
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// zero-fills this much before every read (the one that ends in WouldBlock
+/// too), which at 16 KiB is a tenth of the generator's time at 200,000
+/// deliveries a second; but every read is a recv(2), and at 1.5 M deliveries
+/// a second those cost more: with 4 KiB the generator fell further behind
+/// (p50 55-90 ms) than with 16 KiB (45 ms), and 64 KiB was no better.
+const WS_READ_BUFFER: usize = 16 * 1024;
 
 fn main() {
     let args = Args::parse();
