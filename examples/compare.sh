@@ -9,8 +9,11 @@
 #   --quick               short steps (3 s), fewer bisections, 2,000 idle clients
 #   --only LIST           servers to run, comma-separated: chatroom,inspircd,ngircd
 #   --scenarios LIST      scenarios to run: s100,s1000x10,s1000x100,half,idle,
-#                         tls100,tls1000x100,tlsidle,cluster100
+#                         tls100,tls1000x100,tlsidle,ws1000,wsidle,cluster100
+#                         (and wss1000, not run unless named)
 #   --idle-clients N      clients of the idle scenario (default 10000)
+#   --ws-rounds N         rounds of ws1000/wss1000, line and WebSocket clients
+#                         alternating (default 3, with --quick 1)
 #   --server-bin PATH     a prebuilt chatroom server (default: build this checkout)
 #   --loadgen-bin PATH    a prebuilt load generator (default: build this checkout)
 #   --bench-dir DIR       the peers' configs (default: ../shared/bench from the repo root)
@@ -42,14 +45,29 @@
 #              rate, beside a single chatroom node run again in the same
 #              scenario; then the latency at half the single node's rate.
 #              Redis's and the nodes' CPU shares are recorded.
+#   ws1000     (issue 14) 1,000 clients, 100 senders: the highest sustained rate
+#              of chatroom-ws (WebSocket clients on --web-port, JSON events, one
+#              text frame each) and of chatroom (line clients) as the baseline,
+#              and of chatroom-json (line clients in JSON mode: the same events
+#              as the WebSocket's, to tell the transport's cost from JSON's),
+#              one after the other against the same server binary, alternating
+#              for --ws-rounds rounds; each kind's best round is compared
+#   wsidle     N idle WebSocket clients against chatroom-ws, and N idle line
+#              clients against chatroom as the baseline; a client's cost is
+#              the server's RSS above its start divided by the clients
+#   wss1000    the same as ws1000 over TLS: chatroom-wss (WSS) against
+#              chatroom-tls (lines over TLS); only when named in --scenarios
 # The TLS certificate is made by `server tls-init --name localhost` in the work
 # directory; the peers use ../shared/bench/inspircd-tls.conf and ngircd-tls.conf.
 # Targets for chatroom: a rate at least the best peer's; p99 at half rate no
 # worse than the best peer's; idle: all connected and reached, RSS at most
 # 12 KiB per client, at most 1.1 threads per client; TLS: a rate at least the
 # best TLS peer's and at least 0.6x chatroom's own plain rate; idle TLS at
-# most 2x an idle plain client's memory, still one thread each; cluster: a
-# rate at least 0.5x a single node's, p99 under 100 ms at half that rate.
+# most 2x an idle plain client's memory, still one thread each; WebSocket: a
+# rate at least 0.8x the line clients' in the same run, an idle WebSocket
+# client at most 2x an idle line client's memory, still one thread each;
+# cluster: a rate at least 0.5x a single node's, p99 under 100 ms at half
+# that rate.
 #
 # The peers are single-threaded (one epoll loop each); chatroom uses as many
 # threads as it likes. All share the machine's cores with the load generator.
@@ -64,8 +82,9 @@ ROOT=$PWD
 
 QUICK=0
 ONLY="chatroom,inspircd,ngircd"
-SCENARIOS="s100,s1000x10,s1000x100,half,idle,tls100,tls1000x100,tlsidle"
+SCENARIOS="s100,s1000x10,s1000x100,half,idle,tls100,tls1000x100,tlsidle,ws1000,wsidle"
 IDLE_CLIENTS=""
+WS_ROUNDS=""
 SERVER_BIN=""
 LOADGEN_BIN=""
 BENCH_DIR="$ROOT/../shared/bench"
@@ -76,6 +95,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY="$2"; shift ;;
         --scenarios) SCENARIOS="$2"; shift ;;
         --idle-clients) IDLE_CLIENTS="$2"; shift ;;
+        --ws-rounds) WS_ROUNDS="$2"; shift ;;
         --server-bin) SERVER_BIN="$2"; shift ;;
         --loadgen-bin) LOADGEN_BIN="$2"; shift ;;
         --bench-dir) BENCH_DIR="$2"; shift ;;
@@ -88,10 +108,10 @@ done
 
 if [ "$QUICK" = 1 ]; then
     STEP=3; WARMUP=1; BISECT=2; HALF_SECS=5; IDLE_HOLD=5; IDLE_CONNECT=60
-    IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
+    IDLE_CLIENTS=${IDLE_CLIENTS:-2000}; WS_ROUNDS=${WS_ROUNDS:-1}
 else
     STEP=5; WARMUP=1; BISECT=3; HALF_SECS=10; IDLE_HOLD=10; IDLE_CONNECT=120
-    IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+    IDLE_CLIENTS=${IDLE_CLIENTS:-10000}; WS_ROUNDS=${WS_ROUNDS:-3}
 fi
 
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
@@ -152,7 +172,8 @@ fi
 # ngIRCd drops to nobody, so the copies it reads are world-readable (a
 # throwaway key on loopback).
 CERT=""; KEY=""
-if has "$SCENARIOS" tls100 || has "$SCENARIOS" tls1000x100 || has "$SCENARIOS" tlsidle; then
+if has "$SCENARIOS" tls100 || has "$SCENARIOS" tls1000x100 || has "$SCENARIOS" tlsidle ||
+    has "$SCENARIOS" wss1000; then
     "$SERVER_BIN" tls-init --name localhost --data-dir "$WORK/certs" >"$OUT/tls-init.txt"
     mkdir -p "$WORK/public"
     cp "$WORK/certs/tls/cert.pem" "$WORK/certs/tls/key.pem" "$WORK/public/"
@@ -217,9 +238,9 @@ wait_listening() { # PORT
     return 1
 }
 
-start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS
+start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS, WS
     local name=$1 log="$OUT/$1.$2.log"
-    TLS=""
+    TLS=""; WS=""; JSON=""
     case "$name" in
     chatroom)
         local data
@@ -233,6 +254,10 @@ start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS
             sleep 0.1
         done
         PROTO=chatroom; HANDSHAKES=200 ;;
+    chatroom-json)
+        # Line clients in JSON mode: the WebSocket's events, over lines.
+        start_server chatroom "$2" || return 1
+        JSON=1 ;;
     chatroom-tls)
         local data
         data=$(mktemp -d "$WORK/data.XXXXXX")
@@ -245,6 +270,21 @@ start_server() { # NAME; sets PID, ADDR, PROTO, HANDSHAKES, TLS
             sleep 0.1
         done
         PROTO=chatroom; HANDSHAKES=200; TLS=1 ;;
+    chatroom-ws|chatroom-wss)
+        # The same server with its web port; the clients speak WebSocket there.
+        local data tls_args=()
+        data=$(mktemp -d "$WORK/data.XXXXXX")
+        [ "$name" = chatroom-wss ] && tls_args=(--tls-port 0 --tls-cert "$CERT" --tls-key "$KEY")
+        "$SERVER_BIN" --host 127.0.0.1 --port 0 --web-port 0 "${tls_args[@]}" --data-dir "$data" \
+            --rate 0 --max-per-ip 0 --max-clients 20000 >"$log.out" 2>"$log" &
+        PID=$!
+        for _ in $(seq 100); do
+            ADDR=$(sed -n 's/^listening on \(.*\) (web)$/\1/p' "$log.out")
+            [ -n "$ADDR" ] && break
+            sleep 0.1
+        done
+        PROTO=chatroom; HANDSHAKES=200; WS=1
+        [ "$name" = chatroom-wss ] && TLS=1 ;;
     inspircd-tls)
         inspircd --nofork --nopid --runasroot --config="$WORK/inspircd-tls.conf" >"$log" 2>&1 &
         PID=$!
@@ -304,7 +344,7 @@ run() { # NAME SCENARIO LOADGEN-ARGS...
     for p in "${pids[@]}"; do cpu0=$(awk -v a="$cpu0" -v b="$(cpu_secs "$p")" 'BEGIN { print a + b }'); done
     [ -n "$REDIS_PID" ] && rcpu0=$(cpu_secs "$REDIS_PID")
     t0=$(date +%s.%N)
-    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" "${ALSO[@]}" --pid "$PID" ${TLS:+--tls} \
+    "$LOADGEN_BIN" --proto "$PROTO" --addr "$ADDR" "${ALSO[@]}" --pid "$PID" ${TLS:+--tls} ${WS:+--ws} ${JSON:+--json} \
         --handshakes "$HANDSHAKES" --label "$scenario/$name" "$@" \
         2>"$log.err" | tee "$log.log" >&2 || true
     t1=$(date +%s.%N)
@@ -357,6 +397,17 @@ has "$SCENARIOS" s1000x100 && search s1000x100 1000 100
 has "$SCENARIOS" tls100 && search tls100 100 10 "${TLS_SERVERS[@]}"
 has "$SCENARIOS" tls1000x100 && search tls1000x100 1000 100 "${TLS_SERVERS[@]}"
 
+# WebSocket (issue 14): line clients, then WebSocket clients, each against a
+# fresh server of the same binary, alternating for --ws-rounds rounds: on a
+# shared machine one search can be cut short by someone else's compile, and
+# alternating gives both kinds the same chances. Each kind's best round counts.
+if has "$ONLY" chatroom; then
+    for _ in $(seq "$WS_ROUNDS"); do
+        has "$SCENARIOS" ws1000 && search ws1000 1000 100 chatroom chatroom-json chatroom-ws
+        has "$SCENARIOS" wss1000 && search wss1000 1000 100 chatroom-tls chatroom-wss
+    done
+fi
+
 if has "$SCENARIOS" half; then
     for pair in s100:100:10 s1000x10:1000:10 s1000x100:1000:100; do
         IFS=: read -r scenario clients senders <<<"$pair"
@@ -400,6 +451,13 @@ fi
 if has "$SCENARIOS" tlsidle && has "$ONLY" chatroom; then
     for s in chatroom chatroom-tls; do
         run "$s" tlsidle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
+            --connect-timeout "$IDLE_CONNECT" --handshake-timeout 120
+    done
+fi
+
+if has "$SCENARIOS" wsidle && has "$ONLY" chatroom; then
+    for s in chatroom chatroom-ws; do
+        run "$s" wsidle --clients "$IDLE_CLIENTS" --idle --duration "$IDLE_HOLD" \
             --connect-timeout "$IDLE_CONNECT" --handshake-timeout 120
     done
 fi
@@ -479,6 +537,25 @@ jq -rs '
     (($all | p99("half-cluster100"; "chatroom-cluster")) as $hc |
         select($hc != null) |
         "- half-cluster100: p99 \($hc) ms at half the single node rate, target under 100 ms: " + (if $hc < 100 then "MET" else "NOT MET" end)),
+    (["ws1000:chatroom-ws:chatroom", "wss1000:chatroom-wss:chatroom-tls"][] | split(":") as [$sc, $w, $l] |
+        select([$all[] | select(.scenario == $sc)] | length > 0) |
+        ($all | best($sc; $w)) as $c |
+        ($all | best($sc; $l)) as $base |
+        ([$all[] | select(.scenario == $sc and .server == $w) | .best_rate // 0]) as $wr |
+        ([$all[] | select(.scenario == $sc and .server == $l) | .best_rate // 0]) as $lr |
+        "- \($sc): WebSocket rate \($c) (rounds: \($wr | map(tostring) | join(", "))) vs line clients \($base) (\($l), rounds: \($lr | map(tostring) | join(", "))): " +
+        (if $base > 0 then "\($c / $base * 100 | round) % of it" else "?" end) + ", target 80 %: " +
+        (if $base > 0 and $c >= 0.8 * $base then "MET" else "NOT MET" end) +
+        (($all | best($sc; "chatroom-json")) as $json |
+            if $sc == "ws1000" and $json > 0 then " (line clients in JSON mode, the events a WebSocket gets: \($json); WebSocket \($c / $json * 100 | round) % of it)" else "" end)),
+    ([$all[] | select(.scenario == "wsidle")] as $wi |
+        select($wi | length > 0) |
+        ([$wi[] | select(.server == "chatroom-ws")] | first) as $w |
+        ([$wi[] | select(.server == "chatroom")] | first) as $p |
+        ($w.idle.rss_kib_per_client_above_start // 1e9) as $wc |
+        ($p.idle.rss_kib_per_client_above_start // 0) as $pc |
+        "- wsidle: \($w.connected // 0)/\($w.clients // 0) WebSocket clients connected, probe reached \($w.probe.delivered // 0)/\($w.probe.expected // 0), \($wc) KiB per WebSocket client vs \($pc) KiB per line client above the server'"'"'s start (\(if $pc > 0 then ($wc / $pc * 100 | round) else "?" end) %, target at most 200 %; whole RSS over the clients: \($w.idle.rss_kib_per_client // "?") vs \($p.idle.rss_kib_per_client // "?") KiB), \($w.idle.threads_per_client // "?") threads per client: " +
+        (if ($w.all_connected_and_reached // false) and ($p.all_connected_and_reached // false) and $wc <= 2 * $pc and ($w.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end)),
     ($all[] | select(.scenario == "idle" and .server == "chatroom") |
         "- idle: \(.connected)/\(.clients) connected, probe reached \(.probe.delivered // 0)/\(.probe.expected // 0), \(.idle.rss_kib_per_client // "?") KiB and \(.idle.threads_per_client // "?") threads per client: " +
         (if .all_connected_and_reached and (.idle.rss_kib_per_client // 1e9) <= 12 and (.idle.threads_per_client // 1e9) <= 1.1 then "MET" else "NOT MET" end))

@@ -28,6 +28,17 @@
 //! certificate is not checked against any authority (a benchmark on
 //! loopback), but the handshake is complete and every byte is encrypted.
 //!
+//! `--ws` speaks chatroom's WebSocket instead of lines (`server --web-port`,
+//! `--addr` the web port): each client upgrades at `/ws` (tungstenite's
+//! client handshake, resumed on each readiness event), logs in by sending
+//! its name as a text frame, and is ready once the `welcome` and then the
+//! `room` event came. It sends each message as one text frame (the payload
+//! of the line mode without its `\n`) and finds the payloads in the text of
+//! the events it receives as the line mode finds them in lines. tungstenite
+//! frames and masks; the event loop only feeds it. `--ws --tls` is WSS.
+//! A sender's backlog (`max_backlog_bytes`) is not seen with `--ws`:
+//! tungstenite holds what the socket did not take, so it reads 0.
+//!
 //! Output: a human report on stdout, then one JSON line (the last line) for
 //! scripts. Progress goes to stderr.
 //!
@@ -68,6 +79,11 @@ use memchr::memmem;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::ClientHandshake;
+use tungstenite::handshake::{HandshakeError, MidHandshake};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
 
 /// Measures a chat server end to end: deliveries per second, missing
 /// deliveries, latency percentiles, and the server's memory and threads.
@@ -166,6 +182,16 @@ struct Args {
     /// Speak TLS (1.3 unless the server offers only 1.2).
     #[arg(long)]
     tls: bool,
+    /// Speak chatroom's WebSocket: --addr is the web port (`server
+    /// --web-port`); each client upgrades at /ws and sends one text frame a
+    /// line. With --tls: WSS.
+    #[arg(long)]
+    ws: bool,
+    /// chatroom line clients switch to JSON mode (`/mode json`) once logged
+    /// in: the events a WebSocket client gets, over lines (the baseline that
+    /// tells the WebSocket's cost from the JSON's).
+    #[arg(long, conflicts_with = "ws")]
+    json: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -236,19 +262,37 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
 /// One client's connection: a non-blocking socket, and its TLS state when
 /// `--tls`. Reads and writes are of plaintext either way; over TLS each call
 /// also moves whatever records are due (the handshake included), so the
-/// event loop above needs no TLS states of its own.
+/// event loop above (and tungstenite, with `--ws`) needs no TLS states of
+/// its own.
 struct Link {
     tcp: TcpStream,
     tls: Option<Box<rustls::ClientConnection>>,
+    /// Plaintext bytes read so far: with `--ws` the event loop learns from
+    /// it that tungstenite read the socket (a new arrival time).
+    read_bytes: u64,
 }
 
 impl Link {
+    fn new(tcp: TcpStream, tls: Option<Box<rustls::ClientConnection>>) -> Link {
+        Link {
+            tcp,
+            tls,
+            read_bytes: 0,
+        }
+    }
+
     /// Sends the records rustls holds, as far as the socket takes them.
     fn flush_tls(&mut self) -> io::Result<()> {
         match &mut self.tls {
             Some(tls) => send_records(tls, &mut self.tcp),
             None => Ok(()),
         }
+    }
+}
+
+impl Write for Link {
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls()
     }
 
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -262,8 +306,18 @@ impl Link {
         }
         Ok(taken)
     }
+}
 
+impl Read for Link {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read_plaintext(buf)?;
+        self.read_bytes += n as u64;
+        Ok(n)
+    }
+}
+
+impl Link {
+    fn read_plaintext(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = &mut self.tls else {
             return self.tcp.read(buf);
         };
@@ -282,6 +336,48 @@ impl Link {
             // Handshake messages, and the login written before it ended.
             send_records(tls, &mut self.tcp)?;
         }
+    }
+}
+
+/// What a client's socket carries.
+enum Wire {
+    /// Bytes: chatroom's or IRC's lines; with `--ws`, the socket until its
+    /// TCP connect completes.
+    Raw(Link),
+    /// `--ws`: the upgrade under way, resumed on each readiness event.
+    Upgrading(Box<MidHandshake<ClientHandshake<Link>>>),
+    /// `--ws`: upgraded; tungstenite owns the link and does the framing.
+    Ws(Box<WebSocket<Link>>),
+}
+
+impl Wire {
+    fn link(&mut self) -> &mut Link {
+        match self {
+            Wire::Raw(link) => link,
+            Wire::Upgrading(mid) => mid.get_mut().get_mut(),
+            Wire::Ws(ws) => ws.get_mut(),
+        }
+    }
+}
+
+/// Why an upgrade failed, in one line: a refusal's status and the server's
+/// one-line reason (its body), else tungstenite's error.
+fn upgrade_error(e: &tungstenite::Error, tls: bool) -> String {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .unwrap_or_default();
+            format!("WebSocket upgrade refused: {} {body}", response.status())
+        }
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HttparseError(_))
+            if !tls =>
+        {
+            format!("WebSocket upgrade: {e} (does the web port speak TLS? then add --tls)")
+        }
+        e => format!("WebSocket upgrade: {e}"),
     }
 }
 
@@ -319,6 +415,13 @@ const READ_BUFFER: usize = 256 * 1024;
 const MAX_TAIL: usize = 64 * 1024;
 /// Latencies are recorded in microseconds up to this (10 minutes).
 const MAX_LATENCY_US: u64 = 600_000_000;
+/// What one `--ws` client's tungstenite reads at once. tungstenite
+/// zero-fills this much before every read (the one that ends in WouldBlock
+/// too), which at 16 KiB is a tenth of the generator's time at 200,000
+/// deliveries a second; but every read is a recv(2), and at 1.5 M deliveries
+/// a second those cost more: with 4 KiB the generator fell further behind
+/// (p50 55-90 ms) than with 16 KiB (45 ms), and 64 KiB was no better.
+const WS_READ_BUFFER: usize = 16 * 1024;
 
 fn main() {
     let args = Args::parse();
@@ -337,6 +440,12 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if args.proto == Proto::Irc && args.size > 400 {
         return Err("--size must be at most 400 for IRC (512-byte lines)".into());
+    }
+    if args.json && args.proto != Proto::Chatroom {
+        return Err("--json is chatroom's JSON mode: use it with --proto chatroom".into());
+    }
+    if args.ws && args.proto != Proto::Chatroom {
+        return Err("--ws speaks chatroom's WebSocket: use it with --proto chatroom".into());
     }
     if args.clients == 0 || args.threads == 0 || args.handshakes == 0 {
         return Err("--clients, --threads and --handshakes must be at least 1".into());
@@ -701,9 +810,11 @@ impl Run {
         reasons.dedup();
         println!(
             "{} {}: {} of {} clients connected in {:.2} s ({} handshakes in flight at most), {} failed{}",
-            match args.proto {
-                Proto::Chatroom => "chatroom",
-                Proto::Irc => "irc",
+            match (args.proto, args.ws) {
+                (Proto::Chatroom, true) => "chatroom WebSocket",
+                (Proto::Chatroom, false) if args.json => "chatroom JSON lines",
+                (Proto::Chatroom, false) => "chatroom",
+                (Proto::Irc, _) => "irc",
             },
             args.addr,
             self.connected,
@@ -721,6 +832,8 @@ impl Run {
         let mut report = json!({
             "label": args.label,
             "tls": args.tls,
+            "ws": args.ws,
+            "json": args.json,
             "proto": format!("{:?}", args.proto).to_lowercase(),
             "addr": args.addr.to_string(),
             "also_addr": args.also_addr.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -1231,7 +1344,7 @@ enum State {
 struct Conn {
     /// The client's number among all clients.
     index: usize,
-    stream: Option<Link>,
+    stream: Option<Wire>,
     state: State,
     /// A partial line left from the last read.
     tail: Vec<u8>,
@@ -1255,6 +1368,10 @@ struct Generator {
     addrs: Vec<SocketAddr>,
     /// TLS settings, with `--tls`.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// With `--ws`: the address to upgrade at, and the WebSocket's settings.
+    ws: Option<(String, WebSocketConfig)>,
+    /// With `--json`: line clients ask for JSON mode once logged in.
+    json: bool,
     shared: Arc<Shared>,
     poll: Poll,
     conns: Vec<Conn>,
@@ -1328,9 +1445,16 @@ impl Generator {
         template.extend_from_slice(&[b'0'; ID_HEX + TIME_HEX]);
         let time_at = id_at + ID_HEX;
         template.resize(marker_at + args.size, b'x');
-        template.extend_from_slice(match args.proto {
-            Proto::Chatroom => b"\n",
-            Proto::Irc => b"\r\n",
+        // A WebSocket message is one frame: no line end.
+        template.extend_from_slice(match (args.proto, args.ws) {
+            (Proto::Chatroom, true) => b"",
+            (Proto::Chatroom, false) => b"\n",
+            (Proto::Irc, _) => b"\r\n",
+        });
+        let ws = args.ws.then(|| {
+            let scheme = if args.tls { "wss" } else { "ws" };
+            let config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER);
+            (format!("{scheme}://{}/ws", args.addr), config)
         });
         Ok(Generator {
             proto: args.proto,
@@ -1338,6 +1462,8 @@ impl Generator {
                 .chain(args.also_addr.iter().copied())
                 .collect(),
             tls: args.tls.then(tls_config),
+            ws,
+            json: args.json,
             shared,
             poll: Poll::new()?,
             conns,
@@ -1483,7 +1609,7 @@ impl Generator {
                         }
                     };
                     let conn = &mut self.conns[i];
-                    conn.stream = Some(Link { tcp: stream, tls });
+                    conn.stream = Some(Wire::Raw(Link::new(stream, tls)));
                     conn.state = State::Connecting;
                     self.in_flight += 1;
                 }
@@ -1510,7 +1636,7 @@ impl Generator {
 
     fn on_writable(&mut self, i: usize) {
         if self.conns[i].state == State::Connecting {
-            let Some(stream) = self.conns[i].stream.as_ref().map(|link| &link.tcp) else {
+            let Some(stream) = self.conns[i].stream.as_mut().map(|wire| &wire.link().tcp) else {
                 return;
             };
             match stream.take_error() {
@@ -1529,6 +1655,11 @@ impl Generator {
                 }
             }
             let _ = stream.set_nodelay(true);
+            if self.ws.is_some() {
+                self.conns[i].state = State::Handshake;
+                self.upgrade(i);
+                return;
+            }
             let name = self.name(i);
             let login = match self.proto {
                 Proto::Chatroom => format!("{name}\n"),
@@ -1538,14 +1669,87 @@ impl Generator {
             conn.state = State::Handshake;
             conn.out.extend_from_slice(login.as_bytes());
         }
+        if let Some(Wire::Upgrading(mid)) = self.conns[i].stream.as_mut() {
+            // TLS records the handshake left, then the upgrade's next round.
+            if let Err(e) = mid.get_mut().get_mut().flush_tls() {
+                self.fail(i, format!("write: {e}"));
+                return;
+            }
+            self.upgrade(i);
+            return;
+        }
         self.flush(i);
+    }
+
+    /// `--ws`: starts or resumes the upgrade; once done, logs in with a
+    /// text frame holding the name.
+    fn upgrade(&mut self, i: usize) {
+        let Some((url, config)) = &self.ws else {
+            return;
+        };
+        let conn = &mut self.conns[i];
+        let result = match conn.stream.take() {
+            Some(Wire::Raw(link)) => {
+                let request = match url.as_str().into_client_request() {
+                    Ok(request) => request,
+                    Err(e) => {
+                        self.give_up(i, format!("WebSocket address {url}: {e}"));
+                        return;
+                    }
+                };
+                match ClientHandshake::start(link, request, Some(*config)) {
+                    Ok(mid) => mid.handshake(),
+                    Err(e) => Err(HandshakeError::Failure(e)),
+                }
+            }
+            Some(Wire::Upgrading(mid)) => mid.handshake(),
+            other => {
+                conn.stream = other;
+                return;
+            }
+        };
+        match result {
+            Ok((ws, _response)) => {
+                let name = self.name(i);
+                let mut ws = Box::new(ws);
+                match ws.write(Message::text(name)) {
+                    Ok(()) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        self.fail(i, format!("write: {e}"));
+                        return;
+                    }
+                }
+                self.conns[i].stream = Some(Wire::Ws(ws));
+                self.flush(i);
+                // Events that came with the server's answer.
+                self.read_ws(i);
+            }
+            Err(HandshakeError::Interrupted(mid)) => {
+                self.conns[i].stream = Some(Wire::Upgrading(Box::new(mid)));
+            }
+            Err(HandshakeError::Failure(e)) => {
+                let why = upgrade_error(&e, self.tls.is_some());
+                self.fail(i, why);
+            }
+        }
     }
 
     /// Writes what is waiting; a socket that is full is retried when writable.
     fn flush(&mut self, i: usize) {
         let conn = &mut self.conns[i];
-        let Some(stream) = conn.stream.as_mut() else {
-            return;
+        let stream = match conn.stream.as_mut() {
+            Some(Wire::Raw(link)) => link,
+            Some(Wire::Ws(ws)) => {
+                match ws.flush() {
+                    Ok(()) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => self.fail(i, format!("write: {e}")),
+                }
+                return;
+            }
+            // The upgrade writes on its own (see on_writable).
+            Some(Wire::Upgrading(_)) | None => return,
         };
         if let Err(e) = stream.flush_tls() {
             self.fail(i, format!("write: {e}"));
@@ -1574,10 +1778,16 @@ impl Generator {
     }
 
     fn on_readable(&mut self, i: usize) {
+        match self.conns[i].stream {
+            Some(Wire::Raw(_)) => {}
+            Some(Wire::Upgrading(_)) => return self.upgrade(i),
+            Some(Wire::Ws(_)) => return self.read_ws(i),
+            None => return,
+        }
         let mut buf = std::mem::take(&mut self.buf);
         loop {
             let conn = &mut self.conns[i];
-            let Some(stream) = conn.stream.as_mut() else {
+            let Some(Wire::Raw(stream)) = conn.stream.as_mut() else {
                 break;
             };
             let keep = conn.tail.len();
@@ -1610,6 +1820,75 @@ impl Generator {
             }
         }
         self.buf = buf;
+    }
+
+    /// `--ws`: the events that client `i` can read now, each one text
+    /// frame: during the login they are parsed, once ready they are scanned
+    /// for payloads like a chunk of lines.
+    fn read_ws(&mut self, i: usize) {
+        let Some(wire) = self.conns[i].stream.as_mut() else {
+            return;
+        };
+        let mut counted = wire.link().read_bytes;
+        let mut now_ns = self.now_ns();
+        loop {
+            let Some(Wire::Ws(ws)) = self.conns[i].stream.as_mut() else {
+                return;
+            };
+            let read = ws.read();
+            let read_bytes = ws.get_ref().read_bytes;
+            if read_bytes != counted {
+                // tungstenite read the socket: what it read arrived now.
+                self.shared
+                    .bytes_in
+                    .fetch_add(read_bytes - counted, Ordering::Relaxed);
+                counted = read_bytes;
+                now_ns = self.now_ns();
+            }
+            match read {
+                Ok(Message::Text(text)) => match self.conns[i].state {
+                    State::Ready => self.scan(i, text.as_bytes(), now_ns),
+                    State::Handshake => self.ws_login_event(i, text.as_str()),
+                    _ => return,
+                },
+                // Pings are answered by tungstenite on the next read or flush.
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return;
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ),
+                ) => {
+                    self.fail(i, "the server closed the connection".into());
+                    return;
+                }
+                Err(e) => {
+                    self.fail(i, format!("read: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `--ws`: an event while logging in: ready after `welcome`, then `room`.
+    fn ws_login_event(&mut self, i: usize, text: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        match event["type"].as_str() {
+            Some("welcome") => self.conns[i].hello = true,
+            Some("room") if self.conns[i].hello => self.ready(i),
+            Some("error") => {
+                let why = format!("! {}", event["text"].as_str().unwrap_or(text));
+                self.fail(i, why);
+            }
+            _ => {}
+        }
     }
 
     /// Complete lines from client `i`.
@@ -1662,7 +1941,15 @@ impl Generator {
                 active.result.delivered += delivered;
                 self.shared.delivered.fetch_add(delivered, Ordering::AcqRel);
             }
-            if self.proto == Proto::Chatroom {
+            if self.ws.is_some() {
+                // One event: an `error` one is the `! ` line of the line mode.
+                if chunk.starts_with(br#"{"type":"error""#) {
+                    active.result.errors += 1;
+                    if active.result.first_error.is_none() {
+                        active.result.first_error = Some(String::from_utf8_lossy(chunk).into());
+                    }
+                }
+            } else if self.proto == Proto::Chatroom {
                 let errors = memmem::find_iter(chunk, b"\n! ").count() as u64
                     + u64::from(chunk.starts_with(b"! "));
                 if errors > 0 {
@@ -1760,6 +2047,11 @@ impl Generator {
         self.in_flight -= 1;
         self.last_ready = Some(Instant::now());
         self.shared.ready.fetch_add(1, Ordering::AcqRel);
+        if self.json {
+            // Receivers find payloads by their marker, in text or JSON alike.
+            self.conns[i].out.extend_from_slice(b"/mode json\n");
+            self.flush(i);
+        }
     }
 
     /// A client failed: retried if it was still logging in, else lost.
@@ -1767,7 +2059,7 @@ impl Generator {
         let conn = &mut self.conns[i];
         let was = conn.state;
         if let Some(mut stream) = conn.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream.tcp);
+            let _ = self.poll.registry().deregister(&mut stream.link().tcp);
         }
         conn.tail.clear();
         conn.out.clear();
@@ -1843,7 +2135,7 @@ impl Generator {
             ) {
                 let conn = &mut self.conns[i];
                 if let Some(mut stream) = conn.stream.take() {
-                    let _ = self.poll.registry().deregister(&mut stream.tcp);
+                    let _ = self.poll.registry().deregister(&mut stream.link().tcp);
                 }
                 self.give_up(i, "not ready within --connect-timeout".into());
             }
@@ -1941,6 +2233,8 @@ impl Generator {
         let mut warm_hex = [0u8; ID_HEX];
         put_hex(&mut warm_hex, u64::from(plan.warm_id));
         let mut touched = Vec::new();
+        let mut broken = Vec::new();
+        let mut payload = Vec::new();
         let mut measured = 0;
         while active.next < due {
             let k = active.next;
@@ -1952,17 +2246,32 @@ impl Generator {
             if conn.state != State::Ready {
                 continue;
             }
-            let start = conn.out.len();
-            conn.out.extend_from_slice(&self.template);
-            conn.out[start + self.id_at..start + self.id_at + ID_HEX].copy_from_slice(
-                if is_measured {
-                    &measured_hex
-                } else {
-                    &warm_hex
-                },
-            );
-            conn.out[start + self.time_at..start + self.time_at + TIME_HEX]
-                .copy_from_slice(&time_hex);
+            let out = match conn.stream {
+                // The payload alone, for its own frame.
+                Some(Wire::Ws(_)) => &mut payload,
+                _ => &mut conn.out,
+            };
+            let start = out.len();
+            out.extend_from_slice(&self.template);
+            out[start + self.id_at..start + self.id_at + ID_HEX].copy_from_slice(if is_measured {
+                &measured_hex
+            } else {
+                &warm_hex
+            });
+            out[start + self.time_at..start + self.time_at + TIME_HEX].copy_from_slice(&time_hex);
+            if let Some(Wire::Ws(ws)) = conn.stream.as_mut() {
+                // ASCII: the marker, hex digits and padding.
+                let text = String::from_utf8(std::mem::take(&mut payload)).unwrap_or_default();
+                match ws.write(Message::text(text)) {
+                    Ok(()) => {}
+                    // Queued: the flush below (or the next writable event) sends it.
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        broken.push((i, format!("write: {e}")));
+                        continue;
+                    }
+                }
+            }
             if is_measured {
                 measured += 1;
             }
@@ -1972,6 +2281,9 @@ impl Generator {
         }
         active.result.sent += measured;
         self.shared.sent.fetch_add(measured, Ordering::AcqRel);
+        for (i, why) in broken {
+            self.fail(i, why);
+        }
         touched.sort_unstable();
         touched.dedup();
         for i in touched {
