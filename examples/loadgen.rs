@@ -413,6 +413,8 @@ const MIN_SIZE: usize = MARKER.len() + ID_HEX + TIME_HEX;
 const READ_BUFFER: usize = 256 * 1024;
 /// A partial line longer than this is dropped (no line we count is that long).
 const MAX_TAIL: usize = 64 * 1024;
+/// How often a `--ws` client that scans its bytes pings the server.
+const WS_PING_EVERY: Duration = Duration::from_secs(5);
 /// Latencies are recorded in microseconds up to this (10 minutes).
 const MAX_LATENCY_US: u64 = 600_000_000;
 /// What one `--ws` client's tungstenite reads at once. tungstenite
@@ -1360,6 +1362,14 @@ struct Conn {
     since: Instant,
     /// chatroom: `* hello` seen.
     hello: bool,
+    /// `--ws`, ready: the socket's bytes are scanned for payloads as they
+    /// come, frames and all (the server's frames are not masked), as the
+    /// line mode scans lines; tungstenite only writes.
+    ws_raw: bool,
+    /// `--ws`, ready: when this client last pinged the server, which then
+    /// hears from a client that only reads and does not ping it (unanswered
+    /// server pings would end the connection).
+    pinged: Instant,
 }
 
 struct Generator {
@@ -1372,6 +1382,9 @@ struct Generator {
     ws: Option<(String, WebSocketConfig)>,
     /// With `--json`: line clients ask for JSON mode once logged in.
     json: bool,
+    /// With `--ws` under load (not `--idle`): ready clients scan their
+    /// socket's bytes for payloads instead of parsing frames.
+    ws_raw: bool,
     shared: Arc<Shared>,
     poll: Poll,
     conns: Vec<Conn>,
@@ -1432,6 +1445,8 @@ impl Generator {
                 was_ready: false,
                 since: now,
                 hello: false,
+                ws_raw: false,
+                pinged: now,
             })
             .collect();
         let queue = (0..conns.len()).map(|i| (i, now)).collect();
@@ -1464,6 +1479,7 @@ impl Generator {
             tls: args.tls.then(tls_config),
             ws,
             json: args.json,
+            ws_raw: args.ws && !args.idle,
             shared,
             poll: Poll::new()?,
             conns,
@@ -1580,6 +1596,7 @@ impl Generator {
             let conn = &mut self.conns[i];
             conn.since = now;
             conn.hello = false;
+            conn.ws_raw = false;
             conn.tail.clear();
             conn.out.clear();
             conn.out_pos = 0;
@@ -1781,7 +1798,8 @@ impl Generator {
         match self.conns[i].stream {
             Some(Wire::Raw(_)) => {}
             Some(Wire::Upgrading(_)) => return self.upgrade(i),
-            Some(Wire::Ws(_)) => return self.read_ws(i),
+            Some(Wire::Ws(_)) if !self.conns[i].ws_raw => return self.read_ws(i),
+            Some(Wire::Ws(_)) => return self.read_ws_raw(i),
             None => return,
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -1854,6 +1872,12 @@ impl Generator {
                 // Pings are answered by tungstenite on the next read or flush.
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.conns[i].state == State::Ready && self.ws_raw {
+                        // Logged in and all that was read is parsed: from now
+                        // on the bytes are scanned as they come.
+                        self.conns[i].ws_raw = true;
+                        self.conns[i].pinged = Instant::now();
+                    }
                     return;
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1873,6 +1897,59 @@ impl Generator {
                 }
             }
         }
+    }
+
+    /// `--ws`, ready: reads the socket itself and scans the bytes, frame
+    /// headers and all, for payloads: the server's frames are not masked, so
+    /// a payload is in the bytes as it is in a line. What a read ends in
+    /// the middle of a payload is kept for the next read. Parsing every
+    /// frame into its own message (tungstenite's read) costs the generator
+    /// twice what a line costs it, and on two shared cores that, not the
+    /// server, set the pace; the line mode does not parse lines either.
+    fn read_ws_raw(&mut self, i: usize) {
+        /// A payload's marker and fields: a match that starts later than
+        /// this before the end of a read may be cut, so it is kept.
+        const WHOLE: usize = MARKER.len() + ID_HEX + TIME_HEX;
+        let now = Instant::now();
+        if now.duration_since(self.conns[i].pinged) >= WS_PING_EVERY {
+            self.conns[i].pinged = now;
+            if let Some(Wire::Ws(ws)) = self.conns[i].stream.as_mut() {
+                let _ = ws.send(Message::Ping(Vec::new().into()));
+            }
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let conn = &mut self.conns[i];
+            let Some(wire) = conn.stream.as_mut() else {
+                break;
+            };
+            let keep = conn.tail.len();
+            buf[..keep].copy_from_slice(&conn.tail);
+            conn.tail.clear();
+            match wire.link().read(&mut buf[keep..]) {
+                Ok(0) => {
+                    self.fail(i, "the server closed the connection".into());
+                    break;
+                }
+                Ok(n) => {
+                    self.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    // Payloads that start before `cut` are whole here; one
+                    // after it may be cut off, and is found whole next time.
+                    let data = &buf[..keep + n];
+                    let cut = data.len().saturating_sub(WHOLE - 1);
+                    conn.tail.extend_from_slice(&data[cut..]);
+                    let now_ns = self.now_ns();
+                    self.scan(i, data, now_ns);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(i, format!("read: {e}"));
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
     }
 
     /// `--ws`: an event while logging in: ready after `welcome`, then `room`.
@@ -1942,11 +2019,17 @@ impl Generator {
                 self.shared.delivered.fetch_add(delivered, Ordering::AcqRel);
             }
             if self.ws.is_some() {
-                // One event: an `error` one is the `! ` line of the line mode.
-                if chunk.starts_with(br#"{"type":"error""#) {
-                    active.result.errors += 1;
+                // Events (one, or a socket's bytes): an `error` one is the
+                // `! ` line of the line mode.
+                let errors = memmem::find_iter(chunk, br#"{"type":"error""#).count() as u64;
+                if errors > 0 {
+                    active.result.errors += errors;
                     if active.result.first_error.is_none() {
-                        active.result.first_error = Some(String::from_utf8_lossy(chunk).into());
+                        let at = memmem::find(chunk, br#"{"type":"error""#).unwrap_or(0);
+                        let event = &chunk[at..];
+                        let end = memchr::memchr(b'}', event).map_or(event.len(), |e| e + 1);
+                        active.result.first_error =
+                            Some(String::from_utf8_lossy(&event[..end]).into());
                     }
                 }
             } else if self.proto == Proto::Chatroom {
