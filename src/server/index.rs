@@ -706,10 +706,15 @@ impl Indexer {
             return Ok(from);
         }
         file.seek(SeekFrom::Start(from.offset))?;
+        // A big buffer for a rebuild, a small one for a batch: the buffer is
+        // zeroed when made, and following the store makes one per batch.
+        let buffer = usize::try_from(len - from.offset)
+            .unwrap_or(usize::MAX)
+            .clamp(8 << 10, 1 << 20);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(from.offset == 0)
             .flexible(true)
-            .buffer_capacity(1 << 20)
+            .buffer_capacity(buffer)
             .from_reader(io::Read::take(file, len - from.offset));
         let mut at = from;
         let mut record = csv::ByteRecord::new();
