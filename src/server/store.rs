@@ -777,11 +777,18 @@ impl Store {
                 start.msg
             );
             let _ = self.rooms.take_rows();
+            metrics()
+                .store_refusing
+                .set(i64::from(self.messages.damaged().is_some()));
             if let Some(side) = &self.cluster {
                 side.cluster.rewind_to(start);
             }
             return;
         }
+        let metrics = metrics();
+        metrics.messages.inc_by(last.msg - start.msg);
+        metrics.store_batch.observe((last.msg - start.msg) as f64);
+        metrics.store_refusing.set(0);
         if last.msg != start.msg {
             self.next_id = last.msg + 1;
             self.record_next_id();
