@@ -736,6 +736,47 @@ fn a_reconnect_turned_away_at_the_door_tries_again_later() {
     assert!(matches!(app.link, Link::Waiting { attempt: 2, .. }));
 }
 
+#[test]
+fn a_search_cut_off_by_a_lost_connection_does_not_swallow_the_chat_after_it() {
+    let (mut app, now) = online();
+    type_text(&mut app, now, "/search lunch");
+    key(&mut app, now, KeyCode::Enter);
+    line(
+        &mut app,
+        now,
+        r#"{"type":"search","query":"lunch","room":null,"count":2,"building":null}"#,
+    );
+    app.handle(
+        Input::Closed {
+            conn: 1,
+            reason: "reset".into(),
+        },
+        now,
+    );
+    let later = now + backoff(1);
+    app.handle(Input::Tick, later);
+    app.handle(Input::Connected { conn: 2 }, later);
+    lines(&mut app, later, &LOGIN);
+    lines(
+        &mut app,
+        later,
+        &[
+            r#"{"type":"welcome","name":"alice","role":"member"}"#,
+            r#"{"type":"room","room":"general"}"#,
+        ],
+    );
+    line(&mut app, later, &message_event(11, "after the reconnect"));
+    assert!(
+        shown(&app)
+            .last()
+            .unwrap()
+            .ends_with("bob: after the reconnect"),
+        "{:?}",
+        shown(&app)
+    );
+    assert!(app.search.as_ref().is_none_or(|p| p.hits.is_empty()));
+}
+
 fn message_event(id: u64, text: &str) -> String {
     format!(
         r#"{{"type":"message","id":{id},"time":"2026-11-21T18:05:09.123+00:00","room":"general","from":"bob","text":"{text}"}}"#

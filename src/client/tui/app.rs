@@ -811,6 +811,11 @@ impl App {
         if self.link == Link::Online {
             self.rejoin = Some(self.room.clone());
         }
+        // A search cut off by the loss ends here: what comes after the
+        // reconnect is chat, not results.
+        if let Some(pane) = &mut self.search {
+            pane.filling = false;
+        }
         if self.entry != Entry::Chat {
             self.entry = Entry::Chat;
             self.login.clear();
