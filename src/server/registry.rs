@@ -5,7 +5,7 @@
 //! snapshot (`Arc<[Member]>`), the lock is released, then one shared line is
 //! queued to each recipient's [`Outbox`], which never blocks.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,8 +93,6 @@ struct Client {
     ip: IpAddr,
     /// Not held to the limit on rooms per user (admins).
     unlimited: bool,
-    /// Follows unread counts (`/unread`).
-    unread: bool,
 }
 
 #[derive(Default)]
@@ -108,6 +106,9 @@ struct Inner {
     created: HashMap<String, usize>,
     /// Users connected to other nodes of a cluster, by folded name.
     remote: HashMap<String, RemoteUser>,
+    /// Clients that follow unread counts (`/unread`), so a message looks at
+    /// them only, not at every client.
+    followers: HashSet<ClientId>,
 }
 
 /// A user connected to another node of the cluster.
@@ -370,7 +371,6 @@ impl Registry {
                 outbox,
                 ip,
                 unlimited: false,
-                unread: false,
             },
         );
     }
@@ -622,6 +622,7 @@ impl Registry {
             inner.names.remove(&names::fold(name));
         }
         inner.clients.remove(&id);
+        inner.followers.remove(&id);
         told
     }
 
@@ -636,8 +637,8 @@ impl Registry {
         sender: ClientId,
         said: Option<Said<'_>>,
     ) -> usize {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let key = names::fold(room);
         let room = inner
             .rooms
@@ -662,7 +663,7 @@ impl Registry {
                 .collect();
             room.recent.push(id, said.sender, mentioned);
             let room_name = Arc::clone(&room.name);
-            for client in inner.clients.values().filter(|c| c.unread) {
+            for client in inner.followers.iter().filter_map(|f| inner.clients.get(f)) {
                 let Some(name) = &client.name else { continue };
                 let Some(mark) = reads.mark_of(name, &key) else {
                     continue;
@@ -674,6 +675,8 @@ impl Registry {
                 ));
             }
         }
+        // Queued without the lock: outboxes take their own.
+        drop(guard);
         let sent = tell(&members, sender, &line);
         // The sender's own copy comes from the store, wherever they are now.
         crate::server::metrics::metrics()
@@ -705,9 +708,8 @@ impl Registry {
     pub fn follow_unread(&self, id: ClientId) -> Option<Line> {
         let reads = self.reads.as_ref()?;
         let mut inner = self.lock();
-        let client = inner.clients.get_mut(&id)?;
-        client.unread = true;
-        let name = client.name.clone()?;
+        let name = inner.clients.get(&id)?.name.clone()?;
+        inner.followers.insert(id);
         let user = names::fold(&name);
         let mut rooms: Vec<(Arc<str>, usize, usize)> = reads
             .marks_of(&name)
