@@ -17,6 +17,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   ws: null,
   connected: false,
+  roomsPending: false,
   loggedIn: false,
   everLoggedIn: false,
   private: false,
@@ -294,7 +295,6 @@ function onRoom(room) {
     state.rejoin = null;
     switchView(null);
   }
-  renderRooms();
   renderPeople();
 }
 
@@ -660,7 +660,20 @@ function setRoomCount(name, count) {
   renderRooms();
 }
 
+// The side list is drawn at most once a frame, however many events change
+// it meanwhile (a join, a count, a page of /list, the switch of a room).
 function renderRooms() {
+  if (state.roomsPending) return;
+  state.roomsPending = true;
+  const draw = () => {
+    state.roomsPending = false;
+    drawRooms();
+  };
+  if (document.hidden) setTimeout(draw, 100);
+  else requestAnimationFrame(draw);
+}
+
+function drawRooms() {
   const list = $("rooms");
   list.replaceChildren();
   const rooms = [...state.rooms.values()].sort((a, b) => fold(a.name).localeCompare(fold(b.name)));
