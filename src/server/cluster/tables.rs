@@ -130,16 +130,23 @@ impl Known {
 
     /// Makes this node's file the cluster's.
     fn publish(&mut self, con: &mut Connection) -> RedisResult<()> {
-        let Ok(_lock) = lock_table_file(&self.path) else {
-            return Ok(());
-        };
-        let local = stamp(&self.path);
-        let body = match local {
-            Some(_) => match fs::read(&self.path) {
-                Ok(body) => Some(body),
-                Err(_) => return Ok(()),
-            },
-            None => None,
+        // The lock is held only to read a consistent stamp and body, never
+        // across the call to Redis (the store thread may wait on it): a
+        // change made after it is released gives the file another stamp,
+        // so it is published at the next look.
+        let (local, body) = {
+            let Ok(_lock) = lock_table_file(&self.path) else {
+                return Ok(());
+            };
+            let local = stamp(&self.path);
+            let body = match local {
+                Some(_) => match fs::read(&self.path) {
+                    Ok(body) => Some(body),
+                    Err(_) => return Ok(()),
+                },
+                None => None,
+            };
+            (local, body)
         };
         let at = local.map_or_else(
             || {
