@@ -345,7 +345,7 @@ pub fn snapshot(con: &mut Connection) -> RedisResult<(super::Pos, Vec<Online>)> 
     let Value::Array(items) = value else {
         return Ok((super::Pos::default(), Vec::new()));
     };
-    let mut items = items.iter().filter_map(super::text);
+    let mut items = items.into_iter().filter_map(super::into_text);
     let pos = items
         .next()
         .and_then(|id| super::Pos::parse(&id))
