@@ -42,8 +42,9 @@ impl Pos {
     /// True if `self` is the entry right after `before`: the next event
     /// after it, or the next message.
     pub fn follows(self, before: Pos) -> bool {
-        (self.msg == before.msg && self.sub == before.sub + 1)
-            || (self.msg == before.msg + 1 && self.sub == 0)
+        // Checked: the ids come from Redis, and a bad one must not panic.
+        (self.msg == before.msg && Some(self.sub) == before.sub.checked_add(1))
+            || (Some(self.msg) == before.msg.checked_add(1) && self.sub == 0)
     }
 }
 
