@@ -383,6 +383,16 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_ids_from_redis_are_followed_by_nothing_and_do_not_panic() {
+        let max = u64::MAX;
+        let last = Pos::parse(&format!("{max}-{max}")).unwrap();
+        assert!(!Pos::parse("0-0").unwrap().follows(last));
+        assert!(!last.follows(last));
+        let sub_max = Pos::parse(&format!("5-{max}")).unwrap();
+        assert!(Pos::parse("6-0").unwrap().follows(sub_max));
+    }
+
+    #[test]
     fn every_event_survives_the_round_trip_through_fields() {
         let events = [
             (
