@@ -312,8 +312,11 @@ impl Server {
         let mut cluster_threads = Vec::new();
         let store_tx = match &cluster {
             Some(cluster) => {
-                let (append_tx, appender) =
-                    cluster::appender::spawn(Arc::clone(cluster), store_tx.clone())?;
+                let (append_tx, appender) = cluster::appender::spawn(
+                    Arc::clone(cluster),
+                    store_tx.clone(),
+                    shutdown.clone(),
+                )?;
                 cluster_threads.push(appender);
                 cluster_threads.push(cluster::follower::spawn(
                     Arc::clone(cluster),

@@ -48,13 +48,15 @@ impl std::error::Error for TableError {}
 /// What identifies one version of a file: a rename changes the inode, an edit
 /// in place the size or the modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     inode: u64,
     len: u64,
-    modified_ns: i128,
+    /// When the file was last modified, in nanoseconds since the epoch.
+    pub(crate) modified_ns: i128,
 }
 
-fn stamp(path: &Path) -> io::Result<Option<Stamp>> {
+/// The file's version; `None` when there is no file.
+pub(crate) fn stamp(path: &Path) -> io::Result<Option<Stamp>> {
     match fs::metadata(path) {
         Ok(meta) => Ok(Some(Stamp {
             inode: meta.ino(),
@@ -223,22 +225,10 @@ impl<T: Serialize + DeserializeOwned + Clone> Table<T> {
     /// Holds the table's lock file until dropped: one change at a time, in
     /// this process and in every other.
     fn exclusive(&self) -> Result<File, TableError> {
-        let path = self.beside("lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
+        let file = open_lock_file(&self.path)
             .map_err(|e| self.error(format_args!("cannot open its lock file: {e}")))?;
-        loop {
-            match flock(&file, FlockOperation::LockExclusive) {
-                Ok(()) => return Ok(file),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(self.error(format_args!("cannot lock it: {e}"))),
-            }
-        }
+        lock_exclusive(&file).map_err(|e| self.error(format_args!("cannot lock it: {e}")))?;
+        Ok(file)
     }
 
     /// Reads the file afresh, lets `change` edit the rows, and writes them back
@@ -306,42 +296,17 @@ impl<T: Serialize + DeserializeOwned + Clone> Table<T> {
     }
 
     fn write_to(&self, path: &Path, rows: &[T]) -> Result<(), TableError> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("table");
-        let temp = dir.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            TEMP_SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| -> Result<(), TableError> {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)
-                .map_err(|e| self.error(e))?;
-            let mut writer = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(file);
-            writer
-                .write_record(self.columns)
-                .map_err(|e| self.error(e))?;
-            for row in rows {
-                writer.serialize(row).map_err(|e| self.error(e))?;
-            }
-            let mut file = writer.into_inner().map_err(|e| self.error(e.error()))?;
-            file.flush().map_err(|e| self.error(e))?;
-            file.sync_all().map_err(|e| self.error(e))?;
-            fs::rename(&temp, path).map_err(|e| self.error(e))?;
-            if let Ok(dir) = fs::File::open(dir) {
-                let _ = dir.sync_all();
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
+        writer
+            .write_record(self.columns)
+            .map_err(|e| self.error(e))?;
+        for row in rows {
+            writer.serialize(row).map_err(|e| self.error(e))?;
         }
-        result
+        let bytes = writer.into_inner().map_err(|e| self.error(e.error()))?;
+        replace_table_file(path, Some(&bytes)).map_err(|e| self.error(e))
     }
 }
 
@@ -349,18 +314,30 @@ impl<T: Serialize + DeserializeOwned + Clone> Table<T> {
 /// one [`Table::update`] takes, in any process), held until dropped: for
 /// whoever replaces the whole file from elsewhere (a cluster's copy).
 pub fn lock_table_file(path: &Path) -> io::Result<File> {
+    let file = open_lock_file(path)?;
+    lock_exclusive(&file)?;
+    Ok(file)
+}
+
+/// Opens (creating it) the lock file beside the table kept in `path`
+/// (`.bans.csv.lock`).
+fn open_lock_file(path: &Path) -> io::Result<File> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("table");
-    let file = OpenOptions::new()
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(dir.join(format!(".{name}.lock")))?;
+        .open(dir.join(format!(".{name}.lock")))
+}
+
+/// Waits for the exclusive `flock` of an open lock file.
+fn lock_exclusive(file: &File) -> io::Result<()> {
     loop {
-        match flock(&file, FlockOperation::LockExclusive) {
-            Ok(()) => return Ok(file),
+        match flock(file, FlockOperation::LockExclusive) {
+            Ok(()) => return Ok(()),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }

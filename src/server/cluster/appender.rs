@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::Connection;
 
 use crate::format;
+use crate::server::Shutdown;
 use crate::server::cluster::scripts::{self, Answer, Outgoing};
 use crate::server::cluster::{BACKOFF_MAX, BACKOFF_MIN, Claim, Cluster, Event, Mine, Pos};
 use crate::server::limits::{STORE_BATCH, STORE_QUEUE};
@@ -42,9 +43,16 @@ const FENCED_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 const HELD_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Starts the appender; returns the channel the client threads send to.
+///
+/// The requests it keeps aside (taken while a batch waited for Redis, or
+/// events held while fenced) are bounded by [`STORE_QUEUE`] each: when full,
+/// it takes nothing more, so senders wait on their own threads as with the
+/// single-node store's queue; until `shutdown`, after which it takes
+/// everything again so that the store's last request reaches it.
 pub fn spawn(
     cluster: Arc<Cluster>,
     store: Sender<Request>,
+    shutdown: Shutdown,
 ) -> io::Result<(Sender<Request>, JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
     let handle = thread::Builder::new()
@@ -59,6 +67,7 @@ pub fn spawn(
                 backlog: VecDeque::new(),
                 held: Vec::new(),
                 stopping: false,
+                shutdown,
             }
             .run(&rx)
         })?;
@@ -85,6 +94,8 @@ struct Appender {
     /// Events not appended while this node was fenced, for when it is not.
     held: Vec<Event>,
     stopping: bool,
+    /// Once triggered, requests are taken whatever is kept aside.
+    shutdown: Shutdown,
 }
 
 impl Appender {
@@ -93,6 +104,16 @@ impl Appender {
         loop {
             if !self.held.is_empty() && !self.cluster.is_fenced() {
                 self.backlog.extend(self.held.drain(..).map(Request::Log));
+            }
+            // Fenced with as many events held as the queue holds: take no
+            // more (senders wait) until the node may append again.
+            if self.backlog.is_empty()
+                && self.held.len() >= STORE_QUEUE
+                && self.cluster.is_fenced()
+                && !self.shutdown.is_triggered()
+            {
+                self.cluster.pause(HELD_RETRY);
+                continue;
             }
             let first = match self.backlog.pop_front() {
                 Some(first) => first,
@@ -301,10 +322,7 @@ impl Appender {
                 // or two unless the node was reaped; wait that long.
                 Ok(None) if !self.stopping && tries * FENCED_RETRY < self.cluster.config.lease => {
                     self.con = None;
-                    let until = Instant::now() + FENCED_RETRY;
-                    while let Ok(request) = rx.recv_deadline(until) {
-                        self.meanwhile(request);
-                    }
+                    self.wait(rx, Instant::now() + FENCED_RETRY);
                 }
                 Ok(answers) => {
                     if told {
@@ -333,10 +351,28 @@ impl Appender {
                     }
                     let until = Instant::now() + backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    while let Ok(request) = rx.recv_deadline(until) {
-                        self.meanwhile(request);
-                    }
+                    self.wait(rx, until);
                 }
+            }
+        }
+    }
+
+    /// Takes the requests that come until `until` while a batch waits for
+    /// Redis; once [`STORE_QUEUE`] of them are kept aside, takes no more
+    /// (senders wait on their own threads) until shutdown.
+    fn wait(&mut self, rx: &Receiver<Request>, until: Instant) {
+        loop {
+            if self.backlog.len() >= STORE_QUEUE && !self.shutdown.is_triggered() {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return;
+                }
+                thread::sleep(left.min(std::time::Duration::from_millis(50)));
+                continue;
+            }
+            match rx.recv_deadline(until) {
+                Ok(request) => self.meanwhile(request),
+                Err(_) => return,
             }
         }
     }

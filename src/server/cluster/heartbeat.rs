@@ -66,6 +66,8 @@ fn run(cluster: &Cluster, registry: &Registry, data_dir: &Path) {
                     ));
                     if let Err(e) = scripts::register(cluster, &mut c) {
                         log::warn!("cannot join the cluster again: {e}");
+                        // Not at once: the pause at the loop's end is skipped.
+                        cluster.pause(HEARTBEAT.saturating_sub(started.elapsed()));
                         continue;
                     }
                     missing.clear();

@@ -254,11 +254,8 @@ impl Cluster {
                 shown_url(&cluster.config.url)
             ))
         })?;
-        let head: u64 = redis::cmd("GET")
-            .arg("chat:msg")
-            .query::<Option<u64>>(&mut con)
-            .map_err(|e| JoinError(format!("cannot read the cluster's log: {e}")))?
-            .unwrap_or(0);
+        let head = scripts::head(&mut con)
+            .map_err(|e| JoinError(format!("cannot read the cluster's log: {e}")))?;
         if let Some(why) = check_resume(&mut con, last_id, head, data_dir)
             .map_err(|e| JoinError(format!("cannot read the cluster's log: {e}")))?
         {
@@ -448,21 +445,10 @@ fn first_after(con: &mut Connection, pos: Pos) -> RedisResult<Option<Pos>> {
         .arg("COUNT")
         .arg(1)
         .query(con)?;
-    Ok(stream_entries(&value)
+    Ok(into_stream_entries(value)
         .into_iter()
         .next()
         .and_then(|(id, _)| Pos::parse(&id)))
-}
-
-/// The text of a bulk or simple string value.
-pub(crate) fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        Value::Okay => Some("OK".into()),
-        _ => None,
-    }
 }
 
 /// The text of a bulk or simple string value, taken without a copy.
@@ -478,8 +464,8 @@ pub(crate) fn into_text(value: Value) -> Option<String> {
     }
 }
 
-/// The entries of an XREAD stream's entry list, taken apart without
-/// copies (the follower reads every entry of the cluster).
+/// The entries of an XRANGE reply (or of one stream of an XREAD reply),
+/// taken apart without copies: each id with its field-value pairs.
 pub(crate) fn into_stream_entries(value: Value) -> Vec<RawEntry> {
     let Value::Array(items) = value else {
         return Vec::new();
@@ -509,31 +495,6 @@ pub(crate) fn into_stream_entries(value: Value) -> Vec<RawEntry> {
 
 /// A stream entry as Redis gives it: its id and its field-value pairs.
 pub(crate) type RawEntry = (String, Vec<(String, String)>);
-
-/// The entries of an XRANGE reply (or of one stream of an XREAD reply):
-/// each id with its field-value pairs.
-pub(crate) fn stream_entries(value: &Value) -> Vec<RawEntry> {
-    let Value::Array(items) = value else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|item| {
-            let Value::Array(parts) = item else {
-                return None;
-            };
-            let id = text(parts.first()?)?;
-            let Value::Array(flat) = parts.get(1)? else {
-                return Some((id, Vec::new()));
-            };
-            let pairs = flat
-                .chunks(2)
-                .filter_map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
-                .collect();
-            Some((id, pairs))
-        })
-        .collect()
-}
 
 #[cfg(test)]
 mod tests {

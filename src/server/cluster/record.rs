@@ -42,8 +42,9 @@ impl Pos {
     /// True if `self` is the entry right after `before`: the next event
     /// after it, or the next message.
     pub fn follows(self, before: Pos) -> bool {
-        (self.msg == before.msg && self.sub == before.sub + 1)
-            || (self.msg == before.msg + 1 && self.sub == 0)
+        // Checked: the ids come from Redis, and a bad one must not panic.
+        (self.msg == before.msg && Some(self.sub) == before.sub.checked_add(1))
+            || (Some(self.msg) == before.msg.checked_add(1) && self.sub == 0)
     }
 }
 
@@ -379,6 +380,16 @@ mod tests {
         assert!(Pos::parse("1-0").unwrap().follows(Pos::default()));
         assert_eq!(Pos::parse("x-1"), None);
         assert_eq!(Pos { msg: 3, sub: 2 }.to_string(), "3-2");
+    }
+
+    #[test]
+    fn the_largest_ids_from_redis_are_followed_by_nothing_and_do_not_panic() {
+        let max = u64::MAX;
+        let last = Pos::parse(&format!("{max}-{max}")).unwrap();
+        assert!(!Pos::parse("0-0").unwrap().follows(last));
+        assert!(!last.follows(last));
+        let sub_max = Pos::parse(&format!("5-{max}")).unwrap();
+        assert!(Pos::parse("6-0").unwrap().follows(sub_max));
     }
 
     #[test]

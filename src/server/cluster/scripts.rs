@@ -8,6 +8,8 @@
 //! `chat:bans` and `chat:mutes` (folded names), `chat:batch:NODE:N` (a
 //! batch's answer, for a batch sent again).
 
+use std::sync::LazyLock;
+
 use redis::{Connection, RedisResult, Script, Value};
 
 use crate::server::cluster::{Cluster, DEDUPE_SECS};
@@ -192,12 +194,21 @@ for j = 2, #all, 2 do out[#out + 1] = all[j] end
 return out
 "#;
 
+/// A script as Redis runs it: [`COMMON`] first. Made (and hashed) once
+/// each, in the statics below; the lease is renewed every second.
 fn script(body: &str) -> Script {
     Script::new(&format!(
         "{COMMON}\n{}",
         body.replace("DEDUPE_SECS", &DEDUPE_SECS.to_string())
     ))
 }
+
+static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(APPEND));
+static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(RENEW));
+static REGISTER_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(REGISTER));
+static REAP_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(REAP));
+static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(LEAVE));
+static SNAPSHOT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(SNAPSHOT));
 
 /// One entry of a batch for [`append`].
 pub struct Outgoing {
@@ -235,24 +246,19 @@ pub fn append(
     batch: u64,
     entries: &[Outgoing],
 ) -> RedisResult<Option<Vec<Answer>>> {
-    thread_local! {
-        static APPEND_SCRIPT: Script = script(APPEND);
-    }
-    let answers: Vec<String> = APPEND_SCRIPT.with(|s| {
-        let mut call = s.prepare_invoke();
-        call.arg(&cluster.node)
-            .arg(&cluster.token)
-            .arg(format!("chat:batch:{}:{batch}", cluster.node))
-            .arg(cluster.config.keep)
-            .arg(super::written());
-        for entry in entries {
-            call.arg(entry.kind).arg(entry.uid).arg(entry.fields.len());
-            for (k, v) in &entry.fields {
-                call.arg(*k).arg(v);
-            }
+    let mut call = APPEND_SCRIPT.prepare_invoke();
+    call.arg(&cluster.node)
+        .arg(&cluster.token)
+        .arg(format!("chat:batch:{}:{batch}", cluster.node))
+        .arg(cluster.config.keep)
+        .arg(super::written());
+    for entry in entries {
+        call.arg(entry.kind).arg(entry.uid).arg(entry.fields.len());
+        for (k, v) in &entry.fields {
+            call.arg(*k).arg(v);
         }
-        call.invoke(con)
-    })?;
+    }
+    let answers: Vec<String> = call.invoke(con)?;
     if answers.first().map(String::as_str) == Some("fenced") {
         return Ok(None);
     }
@@ -294,7 +300,7 @@ pub enum Renewed {
 
 /// Renews the lease.
 pub fn renew(cluster: &Cluster, con: &mut Connection) -> RedisResult<Renewed> {
-    let answer: i64 = script(RENEW)
+    let answer: i64 = RENEW_SCRIPT
         .arg(&cluster.node)
         .arg(&cluster.token)
         .arg(cluster.config.lease.as_millis() as u64)
@@ -308,7 +314,7 @@ pub fn renew(cluster: &Cluster, con: &mut Connection) -> RedisResult<Renewed> {
 
 /// Takes a lease as a new node (at start, or after being reaped).
 pub fn register(cluster: &Cluster, con: &mut Connection) -> RedisResult<()> {
-    let _: i64 = script(REGISTER)
+    let _: i64 = REGISTER_SCRIPT
         .arg(&cluster.node)
         .arg(&cluster.token)
         .arg(cluster.config.lease.as_millis() as u64)
@@ -318,7 +324,7 @@ pub fn register(cluster: &Cluster, con: &mut Connection) -> RedisResult<()> {
 
 /// Reaps `dead` if its lease is gone; the names freed (negative: none).
 pub fn reap(cluster: &Cluster, con: &mut Connection, dead: &str) -> RedisResult<i64> {
-    script(REAP)
+    REAP_SCRIPT
         .arg(dead)
         .arg(&cluster.node)
         .arg(&cluster.token)
@@ -328,7 +334,7 @@ pub fn reap(cluster: &Cluster, con: &mut Connection, dead: &str) -> RedisResult<
 
 /// Gives the lease back and frees what this node still holds.
 pub fn leave(cluster: &Cluster, con: &mut Connection) -> RedisResult<()> {
-    let _: i64 = script(LEAVE)
+    let _: i64 = LEAVE_SCRIPT
         .arg(&cluster.node)
         .arg(&cluster.token)
         .arg(cluster.config.keep)
@@ -341,11 +347,11 @@ pub type Online = (String, String, String);
 
 /// Who is online on which node, and the log's last place, at one moment.
 pub fn snapshot(con: &mut Connection) -> RedisResult<(super::Pos, Vec<Online>)> {
-    let value: Value = script(SNAPSHOT).invoke(con)?;
+    let value: Value = SNAPSHOT_SCRIPT.invoke(con)?;
     let Value::Array(items) = value else {
         return Ok((super::Pos::default(), Vec::new()));
     };
-    let mut items = items.iter().filter_map(super::text);
+    let mut items = items.into_iter().filter_map(super::into_text);
     let pos = items
         .next()
         .and_then(|id| super::Pos::parse(&id))

@@ -13,35 +13,21 @@
 //! Two changes on two nodes within the same second: the later wins.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use redis::{Connection, RedisResult};
 
 use crate::server::accounts::ACCOUNTS_FILE;
 use crate::server::moderation::BANS_FILE;
-use crate::server::table::{lock_table_file, replace_table_file};
+use crate::server::table::{self, Stamp, lock_table_file, replace_table_file};
 use crate::server::tokens::TOKENS_FILE;
 
 /// The tables a cluster shares.
 pub const SHARED: [&str; 3] = [ACCOUNTS_FILE, BANS_FILE, TOKENS_FILE];
 
-/// A version of a file: a rename changes the inode, an edit the size or
-/// the modification time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    len: u64,
-    mtime_ns: i128,
-}
-
+/// The file's version; one that cannot be looked at counts as none.
 fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = fs::metadata(path).ok()?;
-    Some(Stamp {
-        ino: meta.ino(),
-        len: meta.len(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    })
+    table::stamp(path).ok().flatten()
 }
 
 /// What a node knows of one shared table.
@@ -108,7 +94,7 @@ impl Known {
             self.started = true;
             let newer_here = match (local, version) {
                 (Some(_), None) => true,
-                (Some(local), Some(_)) => at.is_none_or(|at| local.mtime_ns > at),
+                (Some(local), Some(_)) => at.is_none_or(|at| local.modified_ns > at),
                 (None, _) => false,
             };
             return if newer_here {
@@ -130,16 +116,23 @@ impl Known {
 
     /// Makes this node's file the cluster's.
     fn publish(&mut self, con: &mut Connection) -> RedisResult<()> {
-        let Ok(_lock) = lock_table_file(&self.path) else {
-            return Ok(());
-        };
-        let local = stamp(&self.path);
-        let body = match local {
-            Some(_) => match fs::read(&self.path) {
-                Ok(body) => Some(body),
-                Err(_) => return Ok(()),
-            },
-            None => None,
+        // The lock is held only to read a consistent stamp and body, never
+        // across the call to Redis (the store thread may wait on it): a
+        // change made after it is released gives the file another stamp,
+        // so it is published at the next look.
+        let (local, body) = {
+            let Ok(_lock) = lock_table_file(&self.path) else {
+                return Ok(());
+            };
+            let local = stamp(&self.path);
+            let body = match local {
+                Some(_) => match fs::read(&self.path) {
+                    Ok(body) => Some(body),
+                    Err(_) => return Ok(()),
+                },
+                None => None,
+            };
+            (local, body)
         };
         let at = local.map_or_else(
             || {
@@ -147,7 +140,7 @@ impl Known {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i128)
             },
-            |s| s.mtime_ns,
+            |s| s.modified_ns,
         );
         let version: i64 = redis::Script::new(PUBLISH)
             .key(&self.key)
