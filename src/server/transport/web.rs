@@ -34,6 +34,7 @@ use tungstenite::{Message, WebSocket};
 use super::tls::Tls;
 use super::{Accept, Connection, Input, Output, Stream, slices};
 use crate::format::Line;
+use crate::server::accept;
 use crate::wire;
 
 /// The longest request head read: a browser's is well under 2 KiB.
@@ -193,10 +194,7 @@ impl Accept for Web {
         match &self.tls {
             // Said inside TLS, without holding up the accept loop.
             Some(tls) => tls.refuse(stream, why),
-            None => {
-                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-                respond_error(&stream, 503, why);
-            }
+            None => accept::refuse_with(stream, error_response(503, why).as_bytes()),
         }
     }
 }
@@ -453,6 +451,14 @@ fn respond_probe(stream: &dyn Stream, metrics: bool, head_only: bool) {
 
 /// Writes an error response whose body says why in one line, then closes.
 fn respond_error(stream: &dyn Stream, status: u16, why: &str) {
+    if write_all(stream, error_response(status, why).as_bytes()).is_ok() {
+        stream.shutdown(Shutdown::Write);
+        super::drain(stream);
+    }
+}
+
+/// The HTTP error response whose body says why in one line.
+fn error_response(status: u16, why: &str) -> String {
     let reason = match status {
         400 => "Bad Request",
         403 => "Forbidden",
@@ -464,15 +470,11 @@ fn respond_error(stream: &dyn Stream, status: u16, why: &str) {
         _ => "Service Unavailable",
     };
     let body = format!("{why}\n");
-    let response = format!(
+    format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n{body}",
         body.len(),
         content_security_policy(None)
-    );
-    if write_all(stream, response.as_bytes()).is_ok() {
-        stream.shutdown(Shutdown::Write);
-        super::drain(stream);
-    }
+    )
 }
 
 /// Where the WebSocket's own writes go until, and once, the outbox exists.
