@@ -666,6 +666,19 @@ mod tests {
     }
 
     #[test]
+    fn a_lines_frames_never_weigh_more_than_its_weight() {
+        // The queues count a line's weight when it is queued and again when
+        // it is sent; its frames, made in between, must fit in it.
+        let long = "x".repeat(70_000);
+        for json in ["{}\n", "{\"a\":1}\n{\"b\":2}\n", &format!("\"{long}\"\n")] {
+            let line = Line::new("", json);
+            let weight = line.weight();
+            assert!(line.framed(frames).len() <= weight, "{json:.20}");
+            assert_eq!(line.weight(), weight);
+        }
+    }
+
+    #[test]
     fn the_pages_own_origin_and_listed_ones_are_allowed() {
         let web = Web {
             origins: std::sync::RwLock::new(vec!["https://chat.example.org".into()]),
