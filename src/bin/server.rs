@@ -297,6 +297,7 @@ fn main() -> ExitCode {
             path: config_path,
             cli,
         },
+        args.log_level.clone(),
         args.log_format.clone(),
     )
 }
@@ -847,7 +848,13 @@ fn keep_watchdog_fed() {
     }
 }
 
-fn serve(config: Config, addresses: &Addresses, reload: Reload, log_format: String) -> ExitCode {
+fn serve(
+    config: Config,
+    addresses: &Addresses,
+    reload: Reload,
+    log_level: String,
+    log_format: String,
+) -> ExitCode {
     // Bind first: a port in use is the first thing said.
     let bound = match listen(addresses) {
         Ok(bound) => bound,
@@ -876,7 +883,7 @@ fn serve(config: Config, addresses: &Addresses, reload: Reload, log_format: Stri
         certificates: bound.certificates,
         web: bound.web,
         addresses: addresses.clone(),
-        log_level: log::max_level().to_string().to_lowercase(),
+        log_level,
         log_format,
     };
     // Signals before the ready lines: whoever reads them may signal at once.
