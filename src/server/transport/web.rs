@@ -253,7 +253,7 @@ impl Web {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{SECURITY_HEADERS}\r\n"
         );
         write_all(&*stream, response.as_bytes())?;
-        let sink = Arc::new(Mutex::new(Sink::default()));
+        let sink: Arc<Mutex<Sink>> = Arc::new(Mutex::new(None));
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0)
@@ -477,25 +477,10 @@ fn error_response(status: u16, why: &str) -> String {
     )
 }
 
-/// Where the WebSocket's own writes go until, and once, the outbox exists.
-#[derive(Default)]
-struct Sink {
-    send: Option<Box<dyn Fn(Line) -> bool + Send>>,
-    /// Bytes written before the outbox was attached.
-    early: Vec<u8>,
-}
-
-impl Sink {
-    fn put(&mut self, bytes: &[u8]) -> bool {
-        match &self.send {
-            Some(send) => send(Line::framed_only(bytes)),
-            None => {
-                self.early.extend_from_slice(bytes);
-                true
-            }
-        }
-    }
-}
+/// Where the WebSocket's own writes (pongs, close replies, pings) go: the
+/// outbox, once attached. The session attaches it before its first read,
+/// and only reads write, so nothing is ever written before.
+type Sink = Option<Box<dyn Fn(Line) -> bool + Send>>;
 
 /// The socket as the WebSocket sees it: reads come from the socket, writes
 /// go to the outbox (never to the socket: only the flusher writes there).
@@ -512,11 +497,10 @@ impl Read for Duplex {
 
 impl Write for Duplex {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        if sink.put(buf) {
-            Ok(buf.len())
-        } else {
-            Err(io::ErrorKind::BrokenPipe.into())
+        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        match &*sink {
+            Some(send) if send(Line::framed_only(buf)) => Ok(buf.len()),
+            _ => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
 
@@ -602,12 +586,7 @@ impl Input for WsInput {
     }
 
     fn attach(&mut self, send: Box<dyn Fn(Line) -> bool + Send>) {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let early = std::mem::take(&mut sink.early);
-        if !early.is_empty() {
-            send(Line::framed_only(early));
-        }
-        sink.send = Some(send);
+        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(send);
     }
 }
 
