@@ -636,10 +636,6 @@ struct Bound {
     web: Option<Arc<Web>>,
 }
 
-/// Handles the signals on a thread of its own: SIGINT and SIGTERM stop the
-/// server gracefully (a second one exits at once, status 130); SIGHUP reloads
-/// the TLS certificate and never stops the server, so `nohup server &`
-/// outlives its terminal.
 /// What SIGHUP reloads: the config file (and the flags, which still win)
 /// into the running server, the TLS certificate, the web origins and the
 /// log level. A config with mistakes changes nothing and says why.
@@ -801,6 +797,10 @@ impl Reloading {
     }
 }
 
+/// Handles the signals on a thread of its own: SIGINT and SIGTERM stop the
+/// server gracefully (a second one exits at once, status 130); SIGHUP
+/// reloads (see [`Reloading`]) and never stops the server, so
+/// `nohup server &` outlives its terminal.
 fn handle_signals(shutdown: Shutdown, mut reloading: Reloading) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
