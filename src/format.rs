@@ -52,6 +52,8 @@ struct Rendered {
     /// made once, the first time one of its clients needs them, and shared
     /// by every recipient like the two renderings above.
     framed: OnceLock<Box<[u8]>>,
+    /// What [`Line::weight`] returns, worked out once when the line is made.
+    weight: usize,
 }
 
 impl PartialEq for Rendered {
@@ -65,20 +67,30 @@ impl Eq for Rendered {}
 impl Line {
     /// A line from its two renderings (each empty or ending in `\n`).
     pub fn new(text: impl Into<Box<str>>, json: impl Into<Box<str>>) -> Line {
+        let text = text.into();
+        let json: Box<str> = json.into();
+        // A frame replaces each JSON line's `\n` with its header, so the
+        // framed rendering, made later, never weighs more than this.
+        let weight = text
+            .len()
+            .max(json.len() + FRAME_OVERHEAD * json.matches('\n').count());
         Line(Arc::new(Rendered {
-            text: text.into(),
-            json: json.into(),
+            text,
+            json,
             framed: OnceLock::new(),
+            weight,
         }))
     }
 
     /// A line that is only bytes for a framing transport (a WebSocket pong
     /// or close frame): text and JSON clients get nothing of it.
     pub fn framed_only(bytes: impl Into<Box<[u8]>>) -> Line {
+        let bytes = bytes.into();
         Line(Arc::new(Rendered {
             text: "".into(),
             json: "".into(),
-            framed: OnceLock::from(bytes.into()),
+            weight: bytes.len(),
+            framed: OnceLock::from(bytes),
         }))
     }
 
@@ -110,14 +122,10 @@ impl Line {
     }
 
     /// The bytes this line may take in a queue, whichever rendering is sent
-    /// (a frame adds a few bytes of header to each JSON line).
+    /// (a frame adds a few bytes of header to each JSON line). Fixed when
+    /// the line is made, so a queue adds and takes away the same amount.
     pub fn weight(&self) -> usize {
-        let framed = self.0.framed.get().map_or(0, |f| f.len());
-        self.0
-            .text
-            .len()
-            .max(self.0.json.len() + FRAME_OVERHEAD * self.0.json.matches('\n').count())
-            .max(framed)
+        self.0.weight
     }
 }
 

@@ -75,3 +75,23 @@ fn a_server_started_under_nohup_survives_the_hangup() {
     alice.send("the terminal is gone, the chat is not");
     alice.expect_line("alice: the terminal is gone, the chat is not");
 }
+
+#[test]
+fn with_rust_log_set_a_reload_does_not_claim_a_log_level_change() {
+    // RUST_LOG decides what is logged; an unchanged config must not be
+    // reported as changing --log-level (a change that never takes effect).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chatroom.toml");
+    std::fs::write(&config, "max-clients = 500\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let server = TestServer::start_with(dir.path(), &["--config", &config], |command| {
+        command.env("RUST_LOG", "debug");
+    });
+    server.signal(libc::SIGHUP);
+    server.expect_stderr("reloaded; no setting changed");
+    assert!(
+        !server.stderr_text().contains("log-level"),
+        "{}",
+        server.stderr_text()
+    );
+}

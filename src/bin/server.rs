@@ -297,6 +297,7 @@ fn main() -> ExitCode {
             path: config_path,
             cli,
         },
+        args.log_level.clone(),
         args.log_format.clone(),
     )
 }
@@ -635,10 +636,6 @@ struct Bound {
     web: Option<Arc<Web>>,
 }
 
-/// Handles the signals on a thread of its own: SIGINT and SIGTERM stop the
-/// server gracefully (a second one exits at once, status 130); SIGHUP reloads
-/// the TLS certificate and never stops the server, so `nohup server &`
-/// outlives its terminal.
 /// What SIGHUP reloads: the config file (and the flags, which still win)
 /// into the running server, the TLS certificate, the web origins and the
 /// log level. A config with mistakes changes nothing and says why.
@@ -800,6 +797,10 @@ impl Reloading {
     }
 }
 
+/// Handles the signals on a thread of its own: SIGINT and SIGTERM stop the
+/// server gracefully (a second one exits at once, status 130); SIGHUP
+/// reloads (see [`Reloading`]) and never stops the server, so
+/// `nohup server &` outlives its terminal.
 fn handle_signals(shutdown: Shutdown, mut reloading: Reloading) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
@@ -847,7 +848,13 @@ fn keep_watchdog_fed() {
     }
 }
 
-fn serve(config: Config, addresses: &Addresses, reload: Reload, log_format: String) -> ExitCode {
+fn serve(
+    config: Config,
+    addresses: &Addresses,
+    reload: Reload,
+    log_level: String,
+    log_format: String,
+) -> ExitCode {
     // Bind first: a port in use is the first thing said.
     let bound = match listen(addresses) {
         Ok(bound) => bound,
@@ -876,7 +883,7 @@ fn serve(config: Config, addresses: &Addresses, reload: Reload, log_format: Stri
         certificates: bound.certificates,
         web: bound.web,
         addresses: addresses.clone(),
-        log_level: log::max_level().to_string().to_lowercase(),
+        log_level,
         log_format,
     };
     // Signals before the ready lines: whoever reads them may signal at once.

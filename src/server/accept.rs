@@ -141,9 +141,16 @@ fn keep_alive(stream: &TcpStream) -> io::Result<()> {
 /// Says why a connection is refused, in a plain text line, without waiting
 /// on it, and closes it. What [`Accept::refuse`] does unless a transport
 /// knows better.
-pub fn refuse_plain(mut stream: TcpStream, why: &str) {
+pub fn refuse_plain(stream: TcpStream, why: &str) {
+    refuse_with(stream, format::error(why).text().as_bytes());
+}
+
+/// Sends `bytes` (a refusal already rendered for the connection's protocol)
+/// without waiting on the connection, and closes it: the accept loop calls
+/// this, so a newcomer that does not read holds up nobody.
+pub fn refuse_with(mut stream: TcpStream, bytes: &[u8]) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = stream.write_all(format::error(why).text().as_bytes());
+    let _ = stream.write_all(bytes);
     let _ = stream.shutdown(std::net::Shutdown::Write);
     // Read what the newcomer already sent (its name, say), so that closing does
     // not reset the connection before it reads why.

@@ -154,11 +154,6 @@ impl Metrics {
         self.clustered.store(true, Ordering::Relaxed);
     }
 
-    /// True while the server takes messages.
-    pub fn healthy(&self) -> bool {
-        self.unhealthy().is_none()
-    }
-
     /// Why the server takes no messages now, in words, if it does not.
     pub fn unhealthy(&self) -> Option<&'static str> {
         if self.store_refusing.get() != 0 {

@@ -196,11 +196,6 @@ impl Reloader {
             need_restart,
         }
     }
-
-    /// The settings in force.
-    pub fn current(&self) -> Arc<Config> {
-        self.settings.get()
-    }
 }
 
 impl Server {

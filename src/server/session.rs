@@ -229,7 +229,7 @@ impl Session {
         }
         if !std::mem::replace(&mut self.slowed, true) {
             metrics().slowed.inc();
-            let rate = self.context.config().rate;
+            let rate = config.rate;
             log::info!(
                 "thread {}: sending faster than {rate} lines a second; slowed down",
                 self.id

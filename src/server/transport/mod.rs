@@ -1,8 +1,8 @@
 //! The transport seam: the one place that knows how a connection carries
-//! bytes. Plain TCP ([`tcp`]) and TLS ([`tls`]) are its implementations;
-//! WebSocket is the next. Sessions, the registry, the store and the outboxes only ever
-//! see the traits below, so a new kind of connection is a new file here and
-//! a new listener, nothing else.
+//! bytes. Plain TCP ([`tcp`]), TLS ([`tls`]) and WebSocket ([`web`]) are its
+//! implementations. Sessions, the registry, the store and the outboxes only
+//! ever see the traits below, so a new kind of connection is a new file here
+//! and a new listener, nothing else.
 //!
 //! A connection has two halves:
 //!
@@ -18,7 +18,7 @@
 //! It runs on the client's own thread, so a slow handshake (TLS, an HTTP
 //! upgrade) holds up nobody else, and gives up at the deadline it is given.
 //!
-//! # How TLS fits, and what WebSocket will do here
+//! # How TLS and WebSocket fit
 //! - **TLS** ([`tls`], rustls): `open` runs the handshake, blocking, until
 //!   the deadline. The input waits for ciphertext *without* any lock, then
 //!   locks the shared connection state to feed it in and take the plaintext
@@ -28,7 +28,8 @@
 //!   [`Output::pending`], so the flusher keeps the connection until they are
 //!   out. The lock is never held across a blocking read.
 //! - **WebSocket** (tungstenite): `open` reads the HTTP request and answers
-//!   the upgrade. The input reads one text frame per line. The output's
+//!   the upgrade. The input reads one text frame per line; its own writes
+//!   (pongs, close replies) go to the outbox ([`Input::attach`]). The output's
 //!   [`Output::rendering`] is the event's frame, encoded once per event and
 //!   shared by every recipient like the text and JSON renderings are.
 //!

@@ -34,6 +34,7 @@ use tungstenite::{Message, WebSocket};
 use super::tls::Tls;
 use super::{Accept, Connection, Input, Output, Stream, slices};
 use crate::format::Line;
+use crate::server::accept;
 use crate::wire;
 
 /// The longest request head read: a browser's is well under 2 KiB.
@@ -193,10 +194,7 @@ impl Accept for Web {
         match &self.tls {
             // Said inside TLS, without holding up the accept loop.
             Some(tls) => tls.refuse(stream, why),
-            None => {
-                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-                respond_error(&stream, 503, why);
-            }
+            None => accept::refuse_with(stream, error_response(503, why).as_bytes()),
         }
     }
 }
@@ -255,7 +253,7 @@ impl Web {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{SECURITY_HEADERS}\r\n"
         );
         write_all(&*stream, response.as_bytes())?;
-        let sink = Arc::new(Mutex::new(Sink::default()));
+        let sink: Arc<Mutex<Sink>> = Arc::new(Mutex::new(None));
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0)
@@ -453,6 +451,14 @@ fn respond_probe(stream: &dyn Stream, metrics: bool, head_only: bool) {
 
 /// Writes an error response whose body says why in one line, then closes.
 fn respond_error(stream: &dyn Stream, status: u16, why: &str) {
+    if write_all(stream, error_response(status, why).as_bytes()).is_ok() {
+        stream.shutdown(Shutdown::Write);
+        super::drain(stream);
+    }
+}
+
+/// The HTTP error response whose body says why in one line.
+fn error_response(status: u16, why: &str) -> String {
     let reason = match status {
         400 => "Bad Request",
         403 => "Forbidden",
@@ -464,36 +470,17 @@ fn respond_error(stream: &dyn Stream, status: u16, why: &str) {
         _ => "Service Unavailable",
     };
     let body = format!("{why}\n");
-    let response = format!(
+    format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n{body}",
         body.len(),
         content_security_policy(None)
-    );
-    if write_all(stream, response.as_bytes()).is_ok() {
-        stream.shutdown(Shutdown::Write);
-        super::drain(stream);
-    }
+    )
 }
 
-/// Where the WebSocket's own writes go until, and once, the outbox exists.
-#[derive(Default)]
-struct Sink {
-    send: Option<Box<dyn Fn(Line) -> bool + Send>>,
-    /// Bytes written before the outbox was attached.
-    early: Vec<u8>,
-}
-
-impl Sink {
-    fn put(&mut self, bytes: &[u8]) -> bool {
-        match &self.send {
-            Some(send) => send(Line::framed_only(bytes)),
-            None => {
-                self.early.extend_from_slice(bytes);
-                true
-            }
-        }
-    }
-}
+/// Where the WebSocket's own writes (pongs, close replies, pings) go: the
+/// outbox, once attached. The session attaches it before its first read,
+/// and only reads write, so nothing is ever written before.
+type Sink = Option<Box<dyn Fn(Line) -> bool + Send>>;
 
 /// The socket as the WebSocket sees it: reads come from the socket, writes
 /// go to the outbox (never to the socket: only the flusher writes there).
@@ -510,11 +497,10 @@ impl Read for Duplex {
 
 impl Write for Duplex {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        if sink.put(buf) {
-            Ok(buf.len())
-        } else {
-            Err(io::ErrorKind::BrokenPipe.into())
+        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        match &*sink {
+            Some(send) if send(Line::framed_only(buf)) => Ok(buf.len()),
+            _ => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
 
@@ -600,12 +586,7 @@ impl Input for WsInput {
     }
 
     fn attach(&mut self, send: Box<dyn Fn(Line) -> bool + Send>) {
-        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let early = std::mem::take(&mut sink.early);
-        if !early.is_empty() {
-            send(Line::framed_only(early));
-        }
-        sink.send = Some(send);
+        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(send);
     }
 }
 
@@ -661,6 +642,19 @@ mod tests {
         assert_eq!(&bytes[9..11], &[0x81, 7]);
         assert_eq!(bytes.len(), 18);
         assert!(frames("").is_empty());
+    }
+
+    #[test]
+    fn a_lines_frames_never_weigh_more_than_its_weight() {
+        // The queues count a line's weight when it is queued and again when
+        // it is sent; its frames, made in between, must fit in it.
+        let long = "x".repeat(70_000);
+        for json in ["{}\n", "{\"a\":1}\n{\"b\":2}\n", &format!("\"{long}\"\n")] {
+            let line = Line::new("", json);
+            let weight = line.weight();
+            assert!(line.framed(frames).len() <= weight, "{json:.20}");
+            assert_eq!(line.weight(), weight);
+        }
     }
 
     #[test]
