@@ -55,6 +55,11 @@ const CHUNK: usize = 50_000;
 /// How long a query waits for the indexer to catch up with what was
 /// written before it was asked.
 pub const CATCH_UP: Duration = Duration::from_secs(3);
+/// How often the indexer follows `messages.csv` at most, unless a query
+/// waits for it: one transaction for many of the store's batches costs far
+/// less CPU than one per batch (FTS5 writes a segment per transaction), and
+/// nobody sees the index lag, since a query waits for it to catch up.
+pub const SETTLE: Duration = Duration::from_millis(200);
 /// How long a session waits for an answer at most.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// Stack of the index threads: SQLite's, not a client's small one.
@@ -94,6 +99,8 @@ struct State {
     generation: u64,
     /// The index cannot be used (and why); queries say so.
     broken: Option<String>,
+    /// Queries waiting for the indexer to catch up: it goes now.
+    waiting: usize,
     stop: bool,
 }
 
@@ -537,6 +544,7 @@ impl Indexer {
             state.generation += 1;
         }
         self.shared.changed.notify_all();
+        let mut last_pass: Option<Instant> = None;
         loop {
             let written = {
                 let mut state = self.shared.lock();
@@ -551,7 +559,24 @@ impl Indexer {
                     if w.ino != 0
                         && ((w.dev, w.ino) != (indexed.dev, indexed.ino) || w.len > indexed.offset)
                     {
-                        break w;
+                        // Something new: gather more for a moment, unless
+                        // someone asks now (or the index is being built).
+                        let due = last_pass.map(|at| at + SETTLE);
+                        let left = due.map(|due| due.saturating_duration_since(Instant::now()));
+                        match left {
+                            Some(left)
+                                if !left.is_zero() && state.waiting == 0 && indexed.offset > 0 =>
+                            {
+                                state = self
+                                    .shared
+                                    .changed
+                                    .wait_timeout(state, left)
+                                    .map(|(s, _)| s)
+                                    .unwrap_or_else(|p| p.into_inner().0);
+                                continue;
+                            }
+                            _ => break w,
+                        }
                     }
                     state = self
                         .shared
@@ -585,6 +610,7 @@ impl Indexer {
                 self.shared.lock().building = Some(written.len);
             }
             indexed = self.read_into(&mut db, indexed, written.len)?;
+            last_pass = Some(Instant::now());
             let mut state = self.shared.lock();
             if let Some(total) = state.building
                 && indexed.offset >= total
@@ -922,16 +948,22 @@ fn answer(
         Ask::Page { before, .. } => before.saturating_sub(1).min(state.written.last_id),
         Ask::Search { .. } => state.written.last_id,
     };
-    while state.indexed.last_id < target && !state.stop && state.broken.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
+    if state.indexed.last_id < target {
+        // The indexer goes now rather than at its next SETTLE.
+        state.waiting += 1;
+        shared.changed.notify_all();
+        while state.indexed.last_id < target && !state.stop && state.broken.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = shared
+                .changed
+                .wait_timeout(state, left)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
-        state = shared
-            .changed
-            .wait_timeout(state, left)
-            .map(|(s, _)| s)
-            .unwrap_or_else(|p| p.into_inner().0);
+        state.waiting -= 1;
     }
     let building = state
         .building
