@@ -251,6 +251,51 @@ impl Event {
     }
 }
 
+/// The body of an entry: its fields as a JSON object, without those only
+/// the append script needs (folded names, which are made again from the
+/// names, and a login's `take`).
+pub fn body(fields: &[(&str, String)]) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .filter(|(k, _)| !matches!(*k, "key" | "tokey" | "take"))
+        .map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(object).to_string()
+}
+
+/// The field-value pairs of an entry stored as one field `e` (`KIND TAB
+/// NODE TAB UID TAB BODY`), as [`decode`] takes them. Entries of other
+/// shapes (one field per value, as before) are given back as they are.
+fn unpack(id: &str, pairs: Vec<(String, String)>) -> Result<Vec<(String, String)>, Unreadable> {
+    let [(name, packed)] = pairs.as_slice() else {
+        return Ok(pairs);
+    };
+    if name != "e" {
+        return Ok(pairs);
+    }
+    let mut parts = packed.splitn(4, '\t');
+    let (Some(kind), Some(node), Some(uid), Some(body)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Unreadable(format!(
+            "entry {id}: a packed entry of fewer than four parts"
+        )));
+    };
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(body)
+        .map_err(|e| Unreadable(format!("entry {id}: its body is not a JSON object ({e})")))?;
+    let mut out = Vec::with_capacity(object.len() + 3);
+    out.push(("k".to_string(), kind.to_string()));
+    out.push(("n".to_string(), node.to_string()));
+    out.push(("u".to_string(), uid.to_string()));
+    for (k, v) in object {
+        let serde_json::Value::String(v) = v else {
+            return Err(Unreadable(format!("entry {id}: field {k} is not text")));
+        };
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
 /// One entry as read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -275,8 +320,9 @@ impl fmt::Display for Unreadable {
 }
 
 /// Reads one stream entry (its id and its field-value pairs, taken).
-pub fn decode(id: &str, mut pairs: Vec<(String, String)>) -> Result<Entry, Unreadable> {
+pub fn decode(id: &str, pairs: Vec<(String, String)>) -> Result<Entry, Unreadable> {
     let pos = Pos::parse(id).ok_or_else(|| Unreadable(format!("entry id {id:?}")))?;
+    let mut pairs = unpack(id, pairs)?;
     let pairs = std::cell::RefCell::new(&mut pairs);
     let get = |name: &str| {
         pairs
@@ -471,6 +517,41 @@ mod tests {
             assert_eq!(entry.node, "n1");
             assert_eq!(entry.uid, 42);
             assert_eq!(entry.pos.to_string(), id);
+        }
+    }
+
+    #[test]
+    fn a_packed_entry_reads_as_the_fields_it_was_made_from() {
+        let say = Event::Say {
+            id: 9,
+            time: "2026-01-01T00:00:00.000+00:00".into(),
+            room: "général".into(),
+            from: "Alice".into(),
+            text: "tab\there, \"quotes\" and \\ / slashes".into(),
+        };
+        let (kind, fields) = say.fields();
+        let packed = format!("{kind}\tn7\t42\t{}", body(&fields));
+        let entry = decode("9-0", vec![("e".into(), packed)]).unwrap();
+        assert_eq!(entry.event, say);
+        assert_eq!((entry.node.as_str(), entry.uid), ("n7", 42));
+        // As the Lua side writes a body (cjson escapes slashes).
+        let quit = decode(
+            "9-1",
+            vec![("e".into(), r#"quit	n2	0	{"f":"a\/b","w":"gone"}"#.into())],
+        )
+        .unwrap();
+        assert_eq!(
+            quit.event,
+            Event::Quit {
+                name: "a/b".into(),
+                gone: true
+            }
+        );
+        for bad in ["say\tn1", "say\tn1\t1\t[1]", "say\tn1\t1\t{\"x\":1}"] {
+            assert!(
+                decode("9-0", vec![("e".into(), bad.into())]).is_err(),
+                "{bad}"
+            );
         }
     }
 
