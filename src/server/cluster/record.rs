@@ -263,37 +263,94 @@ pub fn body(fields: &[(&str, String)]) -> String {
     serde_json::Value::Object(object).to_string()
 }
 
-/// The field-value pairs of an entry stored as one field `e` (`KIND TAB
-/// NODE TAB UID TAB BODY`), as [`decode`] takes them. Entries of other
-/// shapes (one field per value, as before) are given back as they are.
-fn unpack(id: &str, pairs: Vec<(String, String)>) -> Result<Vec<(String, String)>, Unreadable> {
-    let [(name, packed)] = pairs.as_slice() else {
-        return Ok(pairs);
-    };
-    if name != "e" {
-        return Ok(pairs);
-    }
-    let mut parts = packed.splitn(4, '\t');
-    let (Some(kind), Some(node), Some(uid), Some(body)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Unreadable(format!(
-            "entry {id}: a packed entry of fewer than four parts"
-        )));
-    };
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(body)
-        .map_err(|e| Unreadable(format!("entry {id}: its body is not a JSON object ({e})")))?;
-    let mut out = Vec::with_capacity(object.len() + 3);
-    out.push(("k".to_string(), kind.to_string()));
-    out.push(("n".to_string(), node.to_string()));
-    out.push(("u".to_string(), uid.to_string()));
-    for (k, v) in object {
-        let serde_json::Value::String(v) = v else {
-            return Err(Unreadable(format!("entry {id}: field {k} is not text")));
+/// The body of a packed entry, read straight into its fields (no map, no
+/// pairs: the follower reads every entry of the cluster).
+#[derive(serde::Deserialize, Default)]
+struct Body {
+    t: Option<String>,
+    r: Option<String>,
+    f: Option<String>,
+    x: Option<String>,
+    to: Option<String>,
+    c: Option<String>,
+    w: Option<String>,
+    o: Option<String>,
+    a: Option<String>,
+    y: Option<String>,
+    m: Option<String>,
+    ip: Option<String>,
+    b: Option<String>,
+}
+
+/// An entry's fields, to be taken one by one by name.
+enum Fields {
+    /// One stream field per value (the older shape).
+    Pairs(Vec<(String, String)>),
+    /// One field `e` = `KIND TAB NODE TAB UID TAB BODY`.
+    Packed {
+        kind: String,
+        node: String,
+        uid: String,
+        body: Box<Body>,
+    },
+}
+
+impl Fields {
+    fn read(id: &str, pairs: Vec<(String, String)>) -> Result<Fields, Unreadable> {
+        let packed = match pairs.as_slice() {
+            [(name, packed)] if name == "e" => packed,
+            _ => return Ok(Fields::Pairs(pairs)),
         };
-        out.push((k, v));
+        let mut parts = packed.splitn(4, '\t');
+        let (Some(kind), Some(node), Some(uid), Some(body)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Unreadable(format!(
+                "entry {id}: a packed entry of fewer than four parts"
+            )));
+        };
+        let body = serde_json::from_str(body)
+            .map_err(|e| Unreadable(format!("entry {id}: its body cannot be read ({e})")))?;
+        Ok(Fields::Packed {
+            kind: kind.to_string(),
+            node: node.to_string(),
+            uid: uid.to_string(),
+            body,
+        })
     }
-    Ok(out)
+
+    fn take(&mut self, name: &str) -> Option<String> {
+        match self {
+            Fields::Pairs(pairs) => pairs
+                .iter_mut()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| std::mem::take(v)),
+            Fields::Packed {
+                kind,
+                node,
+                uid,
+                body,
+            } => match name {
+                "k" => Some(std::mem::take(kind)),
+                "n" => Some(std::mem::take(node)),
+                "u" => Some(std::mem::take(uid)),
+                "t" => body.t.take(),
+                "r" => body.r.take(),
+                "f" => body.f.take(),
+                "x" => body.x.take(),
+                "to" => body.to.take(),
+                "c" => body.c.take(),
+                "w" => body.w.take(),
+                "o" => body.o.take(),
+                "a" => body.a.take(),
+                "y" => body.y.take(),
+                "m" => body.m.take(),
+                "ip" => body.ip.take(),
+                "b" => body.b.take(),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// One entry as read back from the log.
@@ -322,15 +379,8 @@ impl fmt::Display for Unreadable {
 /// Reads one stream entry (its id and its field-value pairs, taken).
 pub fn decode(id: &str, pairs: Vec<(String, String)>) -> Result<Entry, Unreadable> {
     let pos = Pos::parse(id).ok_or_else(|| Unreadable(format!("entry id {id:?}")))?;
-    let mut pairs = unpack(id, pairs)?;
-    let pairs = std::cell::RefCell::new(&mut pairs);
-    let get = |name: &str| {
-        pairs
-            .borrow_mut()
-            .iter_mut()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| std::mem::take(v))
-    };
+    let fields = std::cell::RefCell::new(Fields::read(id, pairs)?);
+    let get = |name: &str| fields.borrow_mut().take(name);
     let need = |name: &str| get(name).ok_or_else(|| Unreadable(format!("entry {id}: no {name}")));
     let room = |text: String| (!text.is_empty()).then_some(text);
     let kind = need("k")?;
