@@ -503,6 +503,39 @@ fn a_node_behind_a_trimmed_log_refuses_to_start_and_says_what_to_do() {
 }
 
 #[test]
+fn a_gap_in_the_log_under_a_running_node_stops_its_messages_not_its_goodbyes() {
+    let root = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(&root.path().join("redis"));
+    let a = node(&root.path().join("a"), &redis, &[]);
+    let mut alice = a.join("alice");
+    alice.send("one");
+    alice.expect_line("alice: one");
+    // An entry two ids on: message 2 is missing from the log (lost by
+    // Redis, or trimmed before this node read it).
+    let _: String = redis::cmd("XADD")
+        .arg("chat:log")
+        .arg("3-0")
+        .arg("e")
+        .arg("say\tghost\t0\t{\"t\":\"t\",\"r\":\"general\",\"f\":\"ghost\",\"x\":\"boo\"}")
+        .query(&mut redis.connection())
+        .unwrap();
+    a.expect_stderr("the cluster's log skips from 1-0 to 3-0");
+    // Nothing after the gap is shown, and the sender is told.
+    alice.send("two");
+    alice.expect_line("was not sent");
+    // Leaving still works: the goodbye does not wait for a log that will
+    // not be delivered.
+    alice.send("/quit");
+    alice.expect_line("goodbye, alice");
+    let rest = alice.expect_closed();
+    assert!(
+        rest.iter().all(|l| !l.contains("boo")),
+        "nothing after the gap is shown: {rest:?}"
+    );
+    assert_eq!(rows(&a).len(), 1, "only message 1 is written");
+}
+
+#[test]
 fn admins_act_across_nodes() {
     let root = tempfile::tempdir().unwrap();
     let redis = TestRedis::start(&root.path().join("redis"));

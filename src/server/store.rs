@@ -677,8 +677,12 @@ impl Store {
         let stopping = direct.iter().any(|r| matches!(r, Request::Stop));
         let mut ready = Vec::new();
         if let Some(side) = self.cluster.as_mut() {
+            // A node that found its log broken delivers nothing more: what
+            // waited for the log (goodbyes, rows of data.csv) goes now
+            // rather than never.
+            let broken = side.cluster.broken().is_some();
             while let Some((pos, _)) = side.after.front() {
-                if *pos > side.last && !stopping {
+                if *pos > side.last && !stopping && !broken {
                     break;
                 }
                 if let Some((_, requests)) = side.after.pop_front() {

@@ -168,7 +168,11 @@ fn run(cluster: &Cluster, store: &Sender<Request>, registry: &Registry, from: Po
                 mine,
             });
         }
-        if !batch.is_empty() && store.send(Request::Logged(batch)).is_err() {
+        // Once broken, the store is told even with nothing to write: what
+        // waits there for the log is let go (see the store's run_cluster).
+        if (!batch.is_empty() || cluster.broken().is_some())
+            && store.send(Request::Logged(batch)).is_err()
+        {
             return;
         }
     }
