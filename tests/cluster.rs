@@ -360,20 +360,6 @@ fn redis_restarted_under_chat_loses_no_id_and_doubles_none() {
 }
 
 /// The address of a node's `listening on HOST:PORT (KIND)` line.
-fn listening(server: &TestServer, kind: &str) -> SocketAddr {
-    let mut found = None;
-    wait_until(AGREE, "the ready line", || {
-        found = server.stdout.lock().unwrap().iter().find_map(|l| {
-            l.strip_prefix("listening on ")?
-                .strip_suffix(&format!(" ({kind})"))?
-                .parse::<SocketAddr>()
-                .ok()
-        });
-        found.is_some()
-    });
-    found.unwrap()
-}
-
 /// One HTTP GET; the whole response.
 fn get(to: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(to).unwrap();
@@ -394,7 +380,7 @@ fn redis_paused_longer_than_the_lease_fences_then_nobody_is_dropped() {
     let redis = TestRedis::start(&root.path().join("redis"));
     let a = node(&root.path().join("a"), &redis, &["--metrics-port", "0"]);
     let b = node(&root.path().join("b"), &redis, &[]);
-    let probes = listening(&a, "metrics");
+    let probes = a.listening("metrics");
     let mut alice = a.join("alice");
     let mut bob = b.join("bob");
     alice.expect_line("bob joined #general");

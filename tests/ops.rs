@@ -10,8 +10,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{PATIENCE, TestServer, chat_lines};
 
@@ -294,22 +293,8 @@ fn metrics_count_a_login_and_a_message_and_are_for_this_machine_only() {
             "0",
         ],
     );
-    let addr = |kind: &str| -> SocketAddr {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let found = server.stdout.lock().unwrap().iter().find_map(|l| {
-                l.strip_prefix("listening on ")?
-                    .strip_suffix(&format!(" ({kind})"))?
-                    .parse::<SocketAddr>()
-                    .ok()
-            });
-            if let Some(addr) = found {
-                return SocketAddr::from(([127, 0, 0, 1], addr.port()));
-            }
-            assert!(Instant::now() < deadline, "no {kind} ready line");
-            thread::sleep(Duration::from_millis(10));
-        }
-    };
+    // Bound to 0.0.0.0: reached on loopback.
+    let addr = |kind: &str| SocketAddr::from(([127, 0, 0, 1], server.listening(kind).port()));
     let (web, probes) = (addr("web"), addr("metrics"));
     let before = get(probes, None, "/metrics");
     assert!(before.starts_with("HTTP/1.1 200"), "{before}");

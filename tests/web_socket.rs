@@ -22,26 +22,8 @@ fn web_server(args: &[&str]) -> (tempfile::TempDir, TestServer, SocketAddr) {
     let mut all = vec!["--web-port", "0"];
     all.extend_from_slice(args);
     let server = TestServer::start(dir.path(), &all);
-    let web = web_addr(&server);
+    let web = server.listening("web");
     (dir, server, web)
-}
-
-/// The address of the `listening on HOST:PORT (web)` line.
-fn web_addr(server: &TestServer) -> SocketAddr {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let found = server.stdout.lock().unwrap().iter().find_map(|l| {
-            l.strip_prefix("listening on ")?
-                .strip_suffix(" (web)")?
-                .parse()
-                .ok()
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no web ready line");
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A WebSocket client that keeps every event it received.
@@ -387,7 +369,7 @@ fn a_device_stays_logged_in_with_a_token_until_it_logs_out() {
     let (ok, _, err) = common::server_tool(dir.path(), &["add-user", "alice"], "alice-pw\n");
     assert!(ok, "{err}");
     let server = TestServer::start(dir.path(), &["--web-port", "0"]);
-    let web = web_addr(&server);
+    let web = server.listening("web");
     let mut first = Ws::connect(web, None).unwrap();
     first.send("alice");
     first.expect("prompt", |e| e["field"] == "password");
@@ -511,7 +493,7 @@ fn with_tls_on_the_web_port_serves_https_and_wss_with_the_same_certificate() {
             "0",
         ],
     );
-    let web = web_addr(&server);
+    let web = server.listening("web");
     // The page, over HTTPS, as an outside TLS client fetches it.
     let mut openssl = std::process::Command::new("openssl")
         .args(["s_client", "-quiet", "-servername", "localhost", "-CAfile"])

@@ -270,7 +270,7 @@ impl Session {
             };
             let refused = match attempt {
                 Ok(()) => return true,
-                Err(Refusal::Say(why)) => why,
+                Err(Refusal::Say(why) | Refusal::Taken(why)) => why,
                 Err(Refusal::WrongPassword) => {
                     failures += 1;
                     if failures >= LOGIN_ATTEMPTS {
@@ -385,7 +385,7 @@ impl Session {
                 if let Ok(name) = registry.claim_name(self.id, &format!("Guest{n}")) {
                     match self.cluster_claim(&name, false, false) {
                         Ok(()) => break name,
-                        Err(Refusal::Say(why)) if why.contains("is taken") => {
+                        Err(Refusal::Taken(_)) => {
                             registry.unclaim(self.id);
                         }
                         Err(refusal) => {
@@ -547,7 +547,9 @@ impl Session {
                     }
                 }
                 Ok(Ok(Claim::Taken { .. })) => {
-                    return Err(Refusal::Say(NameError::Taken(name.to_string()).to_string()));
+                    return Err(Refusal::Taken(
+                        NameError::Taken(name.to_string()).to_string(),
+                    ));
                 }
                 _ => {
                     return Err(Refusal::Say(
@@ -1276,6 +1278,9 @@ enum LoginEnd {
 enum Refusal {
     /// Say why and ask again.
     Say(String),
+    /// The name is held on another node of the cluster (why, to say): a
+    /// guest takes the next number instead.
+    Taken(String),
     /// Wrong name or password: counts as a failure.
     WrongPassword,
     /// The connection ends.

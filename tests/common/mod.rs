@@ -178,6 +178,26 @@ impl TestServer {
     }
 
     /// Waits until the server's stderr has a line containing `needle`.
+    /// The address of the `listening on HOST:PORT (KIND)` ready line
+    /// (`web`, `metrics`, `tls`), waiting for it.
+    pub fn listening(&self, kind: &str) -> SocketAddr {
+        let deadline = Instant::now() + PATIENCE;
+        let suffix = format!(" ({kind})");
+        loop {
+            let found = self.stdout.lock().unwrap().iter().find_map(|l| {
+                l.strip_prefix("listening on ")?
+                    .strip_suffix(&suffix)?
+                    .parse::<SocketAddr>()
+                    .ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no {kind} ready line");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn expect_stderr(&self, needle: &str) {
         let deadline = Instant::now() + PATIENCE;
         while !self.stderr_text().contains(needle) {
