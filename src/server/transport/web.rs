@@ -392,23 +392,14 @@ fn write_all(stream: &dyn Stream, mut bytes: &[u8]) -> io::Result<()> {
 
 /// Writes an asset (the body only for GET), then closes.
 fn respond(stream: &dyn Stream, asset: &Asset, host: Option<&str>, body: bool) {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n",
+    let head = head(
+        "200 OK",
         asset.content_type,
+        "no-cache",
+        host,
         asset.body.len(),
-        content_security_policy(host)
     );
-    let written = write_all(stream, head.as_bytes()).and_then(|()| {
-        if body {
-            write_all(stream, asset.body)
-        } else {
-            Ok(())
-        }
-    });
-    if written.is_ok() {
-        stream.shutdown(Shutdown::Write);
-        super::drain(stream);
-    }
+    send(stream, &head, if body { asset.body } else { b"" });
 }
 
 /// Answers `/metrics` (Prometheus's text format) or `/healthz` (200 while the
@@ -431,27 +422,36 @@ fn respond_probe(stream: &dyn Stream, metrics: bool, head_only: bool) {
     } else {
         ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n",
-        body.len(),
-        content_security_policy(None)
-    );
-    let written = write_all(stream, head.as_bytes()).and_then(|()| {
-        if head_only {
-            Ok(())
-        } else {
-            write_all(stream, body.as_bytes())
-        }
-    });
-    if written.is_ok() {
-        stream.shutdown(Shutdown::Write);
-        super::drain(stream);
-    }
+    let head = head(status, content_type, "no-store", None, body.len());
+    send(stream, &head, if head_only { b"" } else { body.as_bytes() });
 }
 
 /// Writes an error response whose body says why in one line, then closes.
 fn respond_error(stream: &dyn Stream, status: u16, why: &str) {
-    if write_all(stream, error_response(status, why).as_bytes()).is_ok() {
+    send(stream, &error_response(status, why), b"");
+}
+
+/// The head of a response that closes the connection after `length`
+/// bytes of body.
+fn head(
+    status: &str,
+    content_type: &str,
+    cache: &str,
+    host: Option<&str>,
+    length: usize,
+) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nCache-Control: {cache}\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n",
+        content_security_policy(host)
+    )
+}
+
+/// Writes a response (its head, then `body`), closes the writing side and
+/// reads what the client still sends, so that closing does not reset the
+/// response.
+fn send(stream: &dyn Stream, head: &str, body: &[u8]) {
+    let written = write_all(stream, head.as_bytes()).and_then(|()| write_all(stream, body));
+    if written.is_ok() {
         stream.shutdown(Shutdown::Write);
         super::drain(stream);
     }
@@ -470,11 +470,14 @@ fn error_response(status: u16, why: &str) -> String {
         _ => "Service Unavailable",
     };
     let body = format!("{why}\n");
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nContent-Security-Policy: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n{body}",
+    let head = head(
+        &format!("{status} {reason}"),
+        "text/plain; charset=utf-8",
+        "no-store",
+        None,
         body.len(),
-        content_security_policy(None)
-    )
+    );
+    head + &body
 }
 
 /// Where the WebSocket's own writes (pongs, close replies, pings) go: the
