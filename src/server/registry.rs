@@ -421,27 +421,12 @@ impl Registry {
         if let Some(&old) = inner.names.get(&key)
             && old != id
         {
-            let mut told = None;
             if let Some(client) = inner.clients.get(&old) {
                 let old_name = client.name.clone().unwrap_or_else(|| name.into());
                 let outbox = client.outbox.clone();
-                if let Some(room) = client
-                    .room
-                    .clone()
-                    .and_then(|room| inner.rooms.get_mut(&room))
-                {
-                    Arc::make_mut(&mut room.members).retain(|m| m.id != old);
-                    if room.count() < self.announce_limit() {
-                        told = Some(Announcement {
-                            members: Arc::clone(&room.members),
-                            except: old,
-                            line: format::moved("quit", &old_name, &room.name),
-                        });
-                    }
-                }
+                let told = self.leave_locked(&mut inner, old, &old_name, "quit");
                 if let Some(client) = inner.clients.get_mut(&old) {
                     client.name = None;
-                    client.room = None;
                 }
                 taken = Some(Taken {
                     id: old,
@@ -507,7 +492,7 @@ impl Registry {
         }
         let name = client.name.clone().unwrap_or_else(|| "?".into());
         let outbox = client.outbox.clone();
-        let left = self.leave_locked(&mut inner, id, &name);
+        let left = self.leave_locked(&mut inner, id, &name, "leave");
         if how == Enter::Create {
             *inner.created.entry(names::fold(&name)).or_insert(0) += 1;
         }
@@ -576,7 +561,7 @@ impl Registry {
             return Err(RoomError::InLobby);
         };
         let name = client.name.clone().unwrap_or_else(|| "?".into());
-        let left = self.leave_locked(&mut inner, id, &name);
+        let left = self.leave_locked(&mut inner, id, &name, "leave");
         let room_name = inner
             .rooms
             .get(&key)
@@ -585,15 +570,22 @@ impl Registry {
         Ok((room_name, left))
     }
 
-    /// Removes the client from its room (if any) and returns who to tell.
-    fn leave_locked(&self, inner: &mut Inner, id: ClientId, name: &str) -> Option<Announcement> {
+    /// Removes the client from its room (if any) and returns who to tell
+    /// that `name` did `verb` (`leave` the room, `quit` the chat).
+    fn leave_locked(
+        &self,
+        inner: &mut Inner,
+        id: ClientId,
+        name: &str,
+        verb: &str,
+    ) -> Option<Announcement> {
         let key = inner.clients.get_mut(&id)?.room.take()?;
         let room = inner.rooms.get_mut(&key)?;
         Arc::make_mut(&mut room.members).retain(|m| m.id != id);
         (room.count() < self.announce_limit()).then(|| Announcement {
             members: Arc::clone(&room.members),
             except: id,
-            line: format::moved("leave", name, &room.name),
+            line: format::moved(verb, name, &room.name),
         })
     }
 
@@ -601,24 +593,10 @@ impl Registry {
     /// for its room.
     pub fn disconnect(&self, id: ClientId) -> Option<Announcement> {
         let mut inner = self.lock();
-        let client = inner.clients.get(&id)?;
-        let name = client.name.clone();
+        let name = inner.clients.get(&id)?.name.clone();
         let mut told = None;
         if let Some(name) = &name {
-            if let Some(room) = client
-                .room
-                .clone()
-                .and_then(|key| inner.rooms.get_mut(&key))
-            {
-                Arc::make_mut(&mut room.members).retain(|m| m.id != id);
-                if room.count() < self.announce_limit() {
-                    told = Some(Announcement {
-                        members: Arc::clone(&room.members),
-                        except: id,
-                        line: format::moved("quit", name, &room.name),
-                    });
-                }
-            }
+            told = self.leave_locked(&mut inner, id, name, "quit");
             inner.names.remove(&names::fold(name));
         }
         inner.clients.remove(&id);
@@ -1015,17 +993,7 @@ impl Registry {
         let client = inner.clients.get_mut(&id)?;
         let shown = client.name.take().unwrap_or_else(|| name.into());
         let outbox = client.outbox.clone();
-        let mut told = None;
-        if let Some(room) = client.room.take().and_then(|k| inner.rooms.get_mut(&k)) {
-            Arc::make_mut(&mut room.members).retain(|m| m.id != id);
-            if room.count() < self.announce_limit() {
-                told = Some(Announcement {
-                    members: Arc::clone(&room.members),
-                    except: id,
-                    line: format::moved("quit", &shown, &room.name),
-                });
-            }
-        }
+        let told = self.leave_locked(inner, id, &shown, "quit");
         Some(Taken { id, outbox, told })
     }
 
