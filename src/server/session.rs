@@ -365,18 +365,7 @@ impl Session {
                 self.login_failed(wanted);
                 return Err(Refusal::WrongPassword);
             };
-            let ban = context.bans.of_name(&account.name).map_err(|e| {
-                log::error!("cannot read the bans: {e}");
-                Refusal::Say("the server cannot check bans right now; try again later".into())
-            })?;
-            if let Some(ban) = ban {
-                self.event_named("login-refused", &account.name);
-                self.error(format_args!(
-                    "you are banned from this server{}",
-                    because(&ban.reason)
-                ));
-                return Err(Refusal::End(LoginEnd::Left));
-            }
+            self.refuse_if_banned(&account.name)?;
             self.role = account.role;
             self.take_over(&account.name)?
         } else if wanted.is_empty() {
@@ -439,18 +428,28 @@ impl Session {
             };
             self.role = account.role;
         }
-        let ban = context.bans.of_name(&name).map_err(|e| unreadable(&e))?;
+        self.refuse_if_banned(&name)?;
+        let name = self.take_over(&name)?;
+        self.token = Some(token.trim().to_string());
+        self.enter_chat(name);
+        Ok(())
+    }
+
+    /// Ends the login of an account (by password or token) that is banned:
+    /// recorded, and told why.
+    fn refuse_if_banned(&self, name: &str) -> Result<(), Refusal> {
+        let ban = self.context.bans.of_name(name).map_err(|e| {
+            log::error!("cannot read the bans: {e}");
+            Refusal::Say("the server cannot check bans right now; try again later".into())
+        })?;
         if let Some(ban) = ban {
-            self.event_named("login-refused", &name);
+            self.event_named("login-refused", name);
             self.error(format_args!(
                 "you are banned from this server{}",
                 because(&ban.reason)
             ));
             return Err(Refusal::End(LoginEnd::Left));
         }
-        let name = self.take_over(&name)?;
-        self.token = Some(token.trim().to_string());
-        self.enter_chat(name);
         Ok(())
     }
 
