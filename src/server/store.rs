@@ -725,35 +725,9 @@ impl Store {
             return;
         }
         for logged in &accepted {
-            let row = match &logged.entry.event {
-                Event::Say {
-                    id,
-                    time,
-                    room,
-                    from,
-                    text,
-                } => self.messages.rows.serialize(Message {
-                    id: *id,
-                    time,
-                    room,
-                    from,
-                    to: "",
-                    text,
-                }),
-                Event::Whisper {
-                    id,
-                    time,
-                    from,
-                    to,
-                    text,
-                } => self.messages.rows.serialize(Message {
-                    id: *id,
-                    time,
-                    room: "",
-                    from,
-                    to,
-                    text,
-                }),
+            let event = &logged.entry.event;
+            let row = match event {
+                _ if let Some(message) = event.message() => self.messages.rows.serialize(message),
                 Event::Create {
                     time,
                     room,
@@ -817,73 +791,47 @@ impl Store {
 fn deliver_logged(side: &ClusterSide, logged: Logged, registry: &Registry) {
     let own = logged.entry.node == side.cluster.node;
     let replay = logged.replay;
-    match logged.entry.event {
-        Event::Say {
-            id,
-            time,
-            room,
-            from,
-            text,
-        } => {
-            let Ok(stamp) = DateTime::parse_from_rfc3339(&time) else {
-                log::error!("message {id} of the cluster's log has the time {time:?}; not shown");
-                return;
-            };
-            let line = format::chat(
-                &stamp,
-                &Message {
-                    id,
-                    time: &time,
-                    room: &room,
-                    from: &from,
-                    to: "",
-                    text: &text,
-                },
+    if let Some(message) = logged.entry.event.message() {
+        let Ok(stamp) = DateTime::parse_from_rfc3339(message.time) else {
+            log::error!(
+                "message {} of the cluster's log has the time {:?}; not shown",
+                message.id,
+                message.time
             );
-            let (from_id, outbox) = match logged.mine {
-                Some(Mine::Say { from_id, from }) => (from_id, Some(from)),
-                _ => (ClientId::MAX, None),
-            };
-            registry.deliver_to_room(
-                &room,
-                id,
-                line.clone(),
-                from_id,
-                Some(Said {
-                    sender: &from,
-                    text: &text,
-                }),
-            );
-            if let Some(outbox) = outbox {
-                outbox.send(line);
-            }
-        }
-        Event::Whisper {
-            id,
-            time,
-            from,
-            to,
-            text,
-        } => {
-            let Ok(stamp) = DateTime::parse_from_rfc3339(&time) else {
-                log::error!("message {id} of the cluster's log has the time {time:?}; not shown");
-                return;
-            };
-            let message = Message {
-                id,
-                time: &time,
-                room: "",
-                from: &from,
-                to: &to,
-                text: &text,
-            };
-            if !replay && let Some((_, outbox)) = registry.find(&to) {
+            return;
+        };
+        if let Event::Whisper { .. } = logged.entry.event {
+            if !replay && let Some((_, outbox)) = registry.find(message.to) {
                 outbox.send(format::whisper_received(&stamp, &message));
             }
             if let Some(Mine::Whisper { from }) = logged.mine {
                 from.send(format::whisper_sent(&stamp, &message));
             }
+            return;
         }
+        let line = format::chat(&stamp, &message);
+        let (from_id, outbox) = match logged.mine {
+            Some(Mine::Say { from_id, from }) => (from_id, Some(from)),
+            _ => (ClientId::MAX, None),
+        };
+        registry.deliver_to_room(
+            message.room,
+            message.id,
+            line.clone(),
+            from_id,
+            Some(Said {
+                sender: message.from,
+                text: message.text,
+            }),
+        );
+        if let Some(outbox) = outbox {
+            outbox.send(line);
+        }
+        return;
+    }
+    match logged.entry.event {
+        // Handled above.
+        Event::Say { .. } | Event::Whisper { .. } => {}
         // This node did the rest itself when it asked for it.
         _ if own => {}
         Event::Create { room, creator, .. } => {

@@ -14,6 +14,7 @@
 use std::fmt;
 
 use crate::names;
+use crate::rows::Message;
 
 /// A place in the log: the stream id `msg-sub`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
@@ -149,6 +150,41 @@ impl Event {
     /// True for the events that get a message id.
     pub fn is_message(&self) -> bool {
         matches!(self, Event::Say { .. } | Event::Whisper { .. })
+    }
+
+    /// A room message's or a whisper's row of `messages.csv`.
+    pub fn message(&self) -> Option<Message<'_>> {
+        match self {
+            Event::Say {
+                id,
+                time,
+                room,
+                from,
+                text,
+            } => Some(Message {
+                id: *id,
+                time,
+                room,
+                from,
+                to: "",
+                text,
+            }),
+            Event::Whisper {
+                id,
+                time,
+                from,
+                to,
+                text,
+            } => Some(Message {
+                id: *id,
+                time,
+                room: "",
+                from,
+                to,
+                text,
+            }),
+            _ => None,
+        }
     }
 
     /// The entry's kind and fields, as the append script takes them (the
