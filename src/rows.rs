@@ -65,3 +65,22 @@ pub struct Message<'a> {
     /// What was said.
     pub text: &'a str,
 }
+
+impl<'a> Message<'a> {
+    /// A row of `messages.csv` as read: `None` unless it has the six
+    /// columns, is UTF-8 and has a numeric id.
+    pub fn from_record(record: &'a csv::ByteRecord) -> Option<Message<'a>> {
+        if record.len() != MESSAGE_COLUMNS.len() {
+            return None;
+        }
+        let field = |i| std::str::from_utf8(&record[i]).ok();
+        Some(Message {
+            id: field(0)?.parse().ok()?,
+            time: field(1)?,
+            room: field(2)?,
+            from: field(3)?,
+            to: field(4)?,
+            text: field(5)?,
+        })
+    }
+}

@@ -38,7 +38,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::names;
-use crate::rows::MESSAGES_FILE;
+use crate::rows::{MESSAGES_FILE, Message};
 
 /// The index's file in the data directory.
 pub const INDEX_FILE: &str = "messages.index";
@@ -776,7 +776,7 @@ impl Indexer {
                     }
                     rows += 1;
                     last_row = from.offset + start;
-                    let Some(row) = row_of(&record) else {
+                    let Some(row) = Message::from_record(&record) else {
                         last_row_id = 0;
                         continue;
                     };
@@ -787,10 +787,10 @@ impl Indexer {
                             row.time,
                             row.room,
                             names::fold(row.room),
-                            row.sender,
-                            names::fold(row.sender),
-                            row.recipient,
-                            names::fold(row.recipient),
+                            row.from,
+                            names::fold(row.from),
+                            row.to,
+                            names::fold(row.to),
                             row.text
                         ])
                         .map_err(sql_err)?;
@@ -869,31 +869,6 @@ fn check_beside(path: &Path, shared: &Shared) {
     }
 }
 
-/// A row of `messages.csv`, borrowed.
-struct Row<'a> {
-    id: u64,
-    time: &'a str,
-    room: &'a str,
-    sender: &'a str,
-    recipient: &'a str,
-    text: &'a str,
-}
-
-fn row_of(record: &csv::ByteRecord) -> Option<Row<'_>> {
-    if record.len() != 6 {
-        return None;
-    }
-    let field = |i| std::str::from_utf8(&record[i]).ok();
-    Some(Row {
-        id: field(0)?.parse().ok()?,
-        time: field(1)?,
-        room: field(2)?,
-        sender: field(3)?,
-        recipient: field(4)?,
-        text: field(5)?,
-    })
-}
-
 /// The id of the row of `csv` that starts at `at` and ends at `end` (0 for
 /// a whole row that is not one of ours); `None` if no row is there.
 fn row_id_at(csv: &Path, at: u64, end: u64) -> Option<u64> {
@@ -908,7 +883,7 @@ fn row_id_at(csv: &Path, at: u64, end: u64) -> Option<u64> {
     if reader.position().byte() != end - at {
         return None;
     }
-    Some(row_of(&record).map_or(0, |row| row.id))
+    Some(Message::from_record(&record).map_or(0, |row| row.id))
 }
 
 /// A query thread: answers with its own read connection, reopened whenever

@@ -1289,24 +1289,9 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
 
 /// A stored room message as it is replayed to a newcomer.
 fn history_line(record: &csv::ByteRecord) -> Option<(u64, Line)> {
-    let field = |i| std::str::from_utf8(&record[i]).ok();
-    let stamp = field(1)?;
-    let time = DateTime::parse_from_rfc3339(stamp).ok()?;
-    let id = field(0)?.parse().ok()?;
-    Some((
-        id,
-        format::chat(
-            &time,
-            &Message {
-                id: field(0)?.parse().ok()?,
-                time: stamp,
-                room: field(2)?,
-                from: field(3)?,
-                to: "",
-                text: field(5)?,
-            },
-        ),
-    ))
+    let message = Message::from_record(record)?;
+    let time = DateTime::parse_from_rfc3339(message.time).ok()?;
+    Some((message.id, format::chat(&time, &message)))
 }
 
 /// The highest thread number in `data.csv`, so numbering carries on.
