@@ -35,14 +35,14 @@
 //!
 //! [`Outbox`]: crate::server::outbox::Outbox
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::format::Line;
-use crate::wire;
+use crate::wire::{self, LineReader};
 
 pub mod tcp;
 pub mod tls;
@@ -175,6 +175,77 @@ pub trait Stream: Send + Sync {
 
     /// Ends reading, writing, or both.
     fn shutdown(&self, how: Shutdown);
+}
+
+/// The reading half of a connection over any [`Stream`]: lines read from
+/// what the stream gives (plaintext, for TLS).
+pub struct StreamInput<S: Stream> {
+    lines: LineReader<Reader<S>>,
+}
+
+impl<S: Stream> StreamInput<S> {
+    /// Reads lines of at most `max_line` bytes from `stream`.
+    pub fn new(stream: Arc<S>, max_line: usize) -> StreamInput<S> {
+        StreamInput {
+            lines: LineReader::new(Reader(stream), max_line),
+        }
+    }
+}
+
+/// A shared stream as a `Read` of its own, for the line reader.
+struct Reader<S>(Arc<S>);
+
+impl<S: Stream> Read for Reader<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<S: Stream> Input for StreamInput<S> {
+    fn read_line(&mut self) -> io::Result<Option<wire::Line>> {
+        self.lines.read_line()
+    }
+
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.lines.get_ref().0.set_read_timeout(timeout)
+    }
+}
+
+/// The writing half of a connection over any [`Stream`]: a line's text or
+/// JSON rendering, a batch in one [`Stream::send`].
+pub struct StreamOutput<S: Stream> {
+    stream: Arc<S>,
+}
+
+impl<S: Stream> StreamOutput<S> {
+    /// Writes to `stream`.
+    pub fn new(stream: Arc<S>) -> StreamOutput<S> {
+        StreamOutput { stream }
+    }
+}
+
+impl<S: Stream> Output for StreamOutput<S> {
+    fn socket(&self) -> BorrowedFd<'_> {
+        self.stream.socket()
+    }
+
+    fn rendering<'a>(&self, line: &'a Line, json: bool) -> &'a [u8] {
+        line.for_mode(json).as_bytes()
+    }
+
+    fn write(&self, lines: &[Line], offset: usize, json: bool) -> io::Result<usize> {
+        self.stream.send(&slices(lines, offset, |line| {
+            line.for_mode(json).as_bytes()
+        }))
+    }
+
+    fn pending(&self) -> bool {
+        self.stream.pending()
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        self.stream.shutdown(how);
+    }
 }
 
 /// The slices of the renderings of `lines`, the first from byte `offset` on

@@ -34,11 +34,9 @@ use std::time::{Duration, Instant};
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, recv, send, sendmsg};
 use rustls::{ServerConfig, ServerConnection};
 
-use super::{Accept, Connection, Input, Output, Stream, slices};
-use crate::format::Line;
+use super::{Accept, Connection, Stream, StreamInput, StreamOutput};
 use crate::server::certs::{self, Certificates};
 use crate::server::limits::READER_STACK;
-use crate::wire::{self, LineReader};
 
 /// Plaintext and records rustls may hold per connection: a batch of lines
 /// in flight to a slow socket, and no more (the outbox holds the rest).
@@ -168,15 +166,8 @@ impl Accept for Tls {
     ) -> io::Result<Option<Connection>> {
         let shared = self.handshake(stream, deadline)?;
         Ok(Some(Connection {
-            input: Box::new(TlsInput {
-                lines: LineReader::new(
-                    Plaintext {
-                        shared: Arc::clone(&shared),
-                    },
-                    max_line,
-                ),
-            }),
-            output: Arc::new(TlsOutput { shared }),
+            input: Box::new(StreamInput::new(Arc::clone(&shared), max_line)),
+            output: Arc::new(StreamOutput::new(shared)),
         }))
     }
 
@@ -316,11 +307,6 @@ fn send_records(tls: &mut ServerConnection, fd: BorrowedFd<'_>) -> io::Result<bo
     Ok(true)
 }
 
-/// The plaintext the client sent, as a byte stream for the line reader.
-struct Plaintext {
-    shared: Arc<Shared>,
-}
-
 /// Waits, without any lock, until ciphertext (or the end) can be read.
 /// Returns false at the end of the stream.
 fn wait_readable(shared: &Shared) -> io::Result<bool> {
@@ -331,12 +317,6 @@ fn wait_readable(shared: &Shared) -> io::Result<bool> {
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-impl Read for Plaintext {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        read_plaintext(&self.shared, buf)
     }
 }
 
@@ -418,49 +398,5 @@ impl Stream for Shared {
             let _ = send_records(&mut tls, self.fd());
         }
         let _ = self.socket.shutdown(how);
-    }
-}
-
-/// The reading half of a TLS connection.
-pub struct TlsInput {
-    lines: LineReader<Plaintext>,
-}
-
-impl Input for TlsInput {
-    fn read_line(&mut self) -> io::Result<Option<wire::Line>> {
-        self.lines.read_line()
-    }
-
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.lines.get_ref().shared.socket.set_read_timeout(timeout)
-    }
-}
-
-/// The writing half of a TLS connection.
-pub struct TlsOutput {
-    shared: Arc<Shared>,
-}
-
-impl Output for TlsOutput {
-    fn socket(&self) -> BorrowedFd<'_> {
-        self.shared.fd()
-    }
-
-    fn rendering<'a>(&self, line: &'a Line, json: bool) -> &'a [u8] {
-        line.for_mode(json).as_bytes()
-    }
-
-    fn write(&self, lines: &[Line], offset: usize, json: bool) -> io::Result<usize> {
-        self.shared.send(&slices(lines, offset, |line| {
-            line.for_mode(json).as_bytes()
-        }))
-    }
-
-    fn pending(&self) -> bool {
-        Stream::pending(&*self.shared)
-    }
-
-    fn shutdown(&self, how: Shutdown) {
-        Stream::shutdown(&*self.shared, how);
     }
 }
