@@ -444,6 +444,42 @@ fn redis_paused_longer_than_the_lease_fences_then_nobody_is_dropped() {
 }
 
 #[test]
+fn a_login_taking_a_name_over_while_redis_is_away_leaves_no_ghost() {
+    let root = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(&root.path().join("redis"));
+    let dir_a = root.path().join("a");
+    for (name, password) in [("alice", "secret\n"), ("bob", "hunter2\n")] {
+        let (ok, _, err) = server_tool(&dir_a, &["add-user", name], password);
+        assert!(ok, "{err}");
+    }
+    let a = node(&dir_a, &redis, &[]);
+    let b = node(&root.path().join("b"), &redis, &[]);
+    let mut old = a.login("alice", "secret");
+    let mut bob = b.login("bob", "hunter2");
+    old.expect_line("bob joined #general");
+    redis.signal(libc::SIGSTOP);
+    a.expect_stderr("fenced");
+    // alice logs in again on the same node while it cannot reach Redis:
+    // her old connection is closed, and the new login is refused.
+    let mut new = a.connect_raw();
+    new.send("alice");
+    new.expect(|l| l == "Password:");
+    new.send("secret");
+    new.expect_within(AGREE, |l| {
+        l.contains("cannot reach the rest of its cluster")
+    });
+    old.expect_line("! you logged in again from another connection");
+    old.expect_closed();
+    redis.signal(libc::SIGCONT);
+    a.expect_stderr("serves again");
+    // Nobody holds the name now: node b is told so, and does not list a
+    // ghost of alice.
+    bob.expect_within(AGREE, |l| l.contains("alice left the chat"));
+    bob.send("/who");
+    bob.expect_line("* online (1)");
+}
+
+#[test]
 fn a_node_behind_a_trimmed_log_refuses_to_start_and_says_what_to_do() {
     let root = tempfile::tempdir().unwrap();
     let redis = TestRedis::start(&root.path().join("redis"));

@@ -462,6 +462,7 @@ impl Session {
             .registry
             .take_name(self.id, name)
             .map_err(|_| Refusal::Say(format!("{name} is online already")))?;
+        let had_local_holder = taken.is_some();
         if let Some(Taken {
             id: old,
             outbox,
@@ -482,6 +483,17 @@ impl Session {
         }
         if let Err(refusal) = self.cluster_claim(&name, true, true) {
             self.context.registry.unclaim(self.id);
+            // The connection taken over held the name for this node in
+            // the cluster, and nobody here holds it now: freed there too
+            // (when Redis can be reached again), or the other nodes would
+            // list it forever. A name held on another node is left alone
+            // (the log's quit is skipped for a node that does not hold it).
+            if had_local_holder {
+                self.log(Event::Quit {
+                    name: name.to_string(),
+                    gone: false,
+                });
+            }
             return Err(refusal);
         }
         Ok(name)
