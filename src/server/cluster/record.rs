@@ -291,12 +291,19 @@ impl Event {
 /// the append script needs (folded names, which are made again from the
 /// names, and a login's `take`).
 pub fn body(fields: &[(&str, String)]) -> String {
-    let object: serde_json::Map<String, serde_json::Value> = fields
-        .iter()
-        .filter(|(k, _)| !matches!(*k, "key" | "tokey" | "take"))
-        .map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone())))
-        .collect();
-    serde_json::Value::Object(object).to_string()
+    /// The fields as a JSON object, written straight from the pairs.
+    struct Object<'a>(&'a [(&'a str, String)]);
+    impl serde::Serialize for Object<'_> {
+        fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+            out.collect_map(
+                self.0
+                    .iter()
+                    .filter(|(k, _)| !matches!(*k, "key" | "tokey" | "take"))
+                    .map(|(k, v)| (k, v)),
+            )
+        }
+    }
+    serde_json::to_string(&Object(fields)).unwrap_or_else(|_| "{}".to_string())
 }
 
 /// The body of a packed entry, read straight into its fields (no map, no

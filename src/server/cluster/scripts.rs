@@ -32,7 +32,7 @@ local function place(message)
   return m .. '-' .. s
 end
 local function append(keep, id, kind, node, uid, body)
-  local e = kind .. '\t' .. node .. '\t' .. uid .. '\t' .. cjson.encode(body)
+  local e = kind .. '\t' .. node .. '\t' .. uid .. '\t' .. body
   if tonumber(keep) > 0 then
     redis.call('XADD', 'chat:log', 'MAXLEN', '~', keep, id, 'e', e)
   else
@@ -49,7 +49,7 @@ local function reap(node, keep, why)
     local owner, name = string.match(all[j + 1], '^([^\t]*)\t([^\t]*)')
     if owner == node then
       redis.call('HDEL', 'chat:online', all[j])
-      append(keep, place(false), 'quit', node, '0', {f = name, w = why})
+      append(keep, place(false), 'quit', node, '0', cjson.encode({f = name, w = why}))
       n = n + 1
     end
   end
@@ -84,9 +84,6 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local function at(message)
   if message then msg = msg + 1; sub = 0 else sub = sub + 1 end
   return string.format('%d-%d', msg, sub)
-end
-local function add(id, kind, uid, body)
-  redis.call('XADD', 'chat:log', id, 'e', kind .. '\t' .. node .. '\t' .. uid .. '\t' .. body)
 end
 local banned, muted = {}, {}
 local results = {}
@@ -168,10 +165,10 @@ while i <= last do
     if before then
       -- A quit of a dead node's name is that node's entry.
       local by = before[3] or node
-      redis.call('XADD', 'chat:log', at(false), 'e', before[1] .. '\t' .. by .. '\t0\t' .. before[2])
+      append(0, at(false), before[1], by, '0', before[2])
     end
     result = at(message)
-    add(result, kind, uid, body)
+    append(0, result, kind, node, uid, body)
   end
   results[#results + 1] = result
 end
