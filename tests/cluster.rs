@@ -29,6 +29,14 @@ fn node(dir: &Path, redis: &TestRedis, extra: &[&str]) -> TestServer {
     TestServer::start(dir, &args)
 }
 
+/// Makes accounts (name, password) in a node's data directory.
+fn add_users(dir: &Path, users: &[(&str, &str)]) {
+    for (name, password) in users {
+        let (ok, _, err) = server_tool(dir, &["add-user", name], &format!("{password}\n"));
+        assert!(ok, "{err}");
+    }
+}
+
 /// The rows of `messages.csv` as (id, room, sender, recipient, text).
 fn rows(server: &TestServer) -> Vec<(u64, String, String, String, String)> {
     read_rows(&server.dir.join("messages.csv"))
@@ -243,10 +251,7 @@ fn the_right_password_on_another_node_takes_the_name_over() {
     let redis = TestRedis::start(&root.path().join("redis"));
     let (dir_a, dir_b) = (root.path().join("a"), root.path().join("b"));
     // Accounts made on one node's data directory only.
-    let (ok, _, err) = server_tool(&dir_a, &["add-user", "alice"], "secret\n");
-    assert!(ok, "{err}");
-    let (ok, _, err) = server_tool(&dir_a, &["add-user", "bob"], "hunter2\n");
-    assert!(ok, "{err}");
+    add_users(&dir_a, &[("alice", "secret"), ("bob", "hunter2")]);
     let a = node(&dir_a, &redis, &[]);
     let b = node(&dir_b, &redis, &[]);
     let mut old = a.login("alice", "secret");
@@ -448,10 +453,7 @@ fn a_login_taking_a_name_over_while_redis_is_away_leaves_no_ghost() {
     let root = tempfile::tempdir().unwrap();
     let redis = TestRedis::start(&root.path().join("redis"));
     let dir_a = root.path().join("a");
-    for (name, password) in [("alice", "secret\n"), ("bob", "hunter2\n")] {
-        let (ok, _, err) = server_tool(&dir_a, &["add-user", name], password);
-        assert!(ok, "{err}");
-    }
+    add_users(&dir_a, &[("alice", "secret"), ("bob", "hunter2")]);
     let a = node(&dir_a, &redis, &[]);
     let b = node(&root.path().join("b"), &redis, &[]);
     let mut old = a.login("alice", "secret");
@@ -605,8 +607,7 @@ fn accounts_and_tokens_made_on_one_node_work_on_every_node() {
     let a = node(&dir_a, &redis, &[]);
     let b = node(&dir_b, &redis, &[]);
     // An account added to node a's data directory while both run...
-    let (ok, _, err) = server_tool(&dir_a, &["add-user", "carol"], "s3cret\n");
-    assert!(ok, "{err}");
+    add_users(&dir_a, &[("carol", "s3cret")]);
     // ...makes node b private too, with the same password.
     wait_until(AGREE, "node b has carol's account", || {
         std::fs::read_to_string(dir_b.join("accounts.csv")).is_ok_and(|t| t.contains("carol"))
