@@ -560,6 +560,53 @@ fn a_gap_in_the_log_under_a_running_node_stops_its_messages_not_its_goodbyes() {
 }
 
 #[test]
+fn a_batch_the_node_has_half_read_gives_only_what_follows() {
+    let root = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(&root.path().join("redis"));
+    let a = node(&root.path().join("a"), &redis, &[]);
+    let mut alice = a.join("alice");
+    alice.send("one");
+    alice.expect_line("alice: one");
+    // One entry (a batch) holding message 1 again and message 2, as a
+    // node finds the log when its file ends inside a batch.
+    let say = |place: &str, text: &str| {
+        format!(
+            "{place}\tsay\tother\t0\t{{\"t\":\"2026-01-01T00:00:00.000+00:00\",\"r\":\"general\",\"f\":\"ghost\",\"x\":\"{text}\"}}"
+        )
+    };
+    let mut con = redis.connection();
+    let _: () = redis::cmd("SET")
+        .arg("chat:msg")
+        .arg(2)
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("chat:log")
+        .arg("2-0")
+        .arg("b")
+        .arg(format!(
+            "{}\n{}",
+            say("1-0", "one again"),
+            say("2-0", "two")
+        ))
+        .query(&mut con)
+        .unwrap();
+    alice.expect_line("ghost: two");
+    alice.send("three");
+    alice.expect_line("alice: three");
+    let written: Vec<(u64, String)> = rows(&a).into_iter().map(|r| (r.0, r.4)).collect();
+    assert_eq!(
+        written,
+        [
+            (1, "one".to_string()),
+            (2, "two".to_string()),
+            (3, "three".to_string())
+        ],
+        "message 1 is not written twice, and ids go on"
+    );
+}
+
+#[test]
 fn admins_act_across_nodes() {
     let root = tempfile::tempdir().unwrap();
     let redis = TestRedis::start(&root.path().join("redis"));

@@ -154,9 +154,9 @@ struct Args {
     /// a node unheard of for longer is fenced, then reaped by the others.
     #[arg(global = true, long, default_value_t = cluster::DEFAULT_LEASE.as_secs(), value_parser = clap::value_parser!(u64).range(2..=3600))]
     cluster_lease: u64,
-    /// With --cluster: entries of the cluster's log Redis keeps (0: all); a node away for
-    /// longer than it takes the cluster to write these must copy
-    /// messages.csv from another node.
+    /// With --cluster: messages the cluster's log keeps in Redis, with the events between
+    /// them (0: all); a node away for longer than it takes the cluster to write these must
+    /// copy messages.csv from another node.
     #[arg(global = true, long, default_value_t = cluster::DEFAULT_KEEP)]
     cluster_keep: u64,
 }

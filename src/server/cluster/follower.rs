@@ -138,9 +138,9 @@ fn run(cluster: &Cluster, store: &Sender<Request>, registry: &Registry, from: Po
             continue;
         };
         let mut batch = Vec::with_capacity(raw.len());
-        for (id, pairs) in raw {
-            let entry = match record::decode(&id, pairs) {
-                Ok(entry) => entry,
+        'entries: for (id, pairs) in raw {
+            let entries = match record::decode(&id, pairs) {
+                Ok(entries) => entries,
                 Err(e) => {
                     cluster.set_broken(format!(
                         "the cluster's log holds an entry this server cannot read ({e}); it takes no messages until it is upgraded or the entry is looked at"
@@ -148,25 +148,32 @@ fn run(cluster: &Cluster, store: &Sender<Request>, registry: &Registry, from: Po
                     break;
                 }
             };
-            if !entry.pos.follows(pos) {
-                cluster.set_broken(format!(
-                    "the cluster's log skips from {pos} to {}: entries this node had not read yet are gone (trimmed: --cluster-keep, or lost by Redis); it takes no messages now. Stop it, copy messages.csv from another node's data directory into its own, and start it again",
-                    entry.pos
-                ));
-                break;
+            for entry in entries {
+                // A batch holding `pos` itself: its events up to `pos` are
+                // written already.
+                if entry.pos <= pos {
+                    continue;
+                }
+                if !entry.pos.follows(pos) {
+                    cluster.set_broken(format!(
+                        "the cluster's log skips from {pos} to {}: entries this node had not read yet are gone (trimmed: --cluster-keep, or lost by Redis); it takes no messages now. Stop it, copy messages.csv from another node's data directory into its own, and start it again",
+                        entry.pos
+                    ));
+                    break 'entries;
+                }
+                pos = entry.pos;
+                if entry.event.is_message() {
+                    saw_head(pos.msg);
+                }
+                let mine = (entry.node == cluster.node)
+                    .then(|| cluster.claim_mine(entry.uid))
+                    .flatten();
+                batch.push(Logged {
+                    replay: entry.pos <= snapshot,
+                    entry,
+                    mine,
+                });
             }
-            pos = entry.pos;
-            if entry.event.is_message() {
-                saw_head(pos.msg);
-            }
-            let mine = (entry.node == cluster.node)
-                .then(|| cluster.claim_mine(entry.uid))
-                .flatten();
-            batch.push(Logged {
-                replay: entry.pos <= snapshot,
-                entry,
-                mine,
-            });
         }
         // Once broken, the store is told even with nothing to write: what
         // waits there for the log is let go (see the store's run_cluster).

@@ -53,9 +53,9 @@ pub use record::{Entry, Event, Moderation, Pos};
 
 /// How long a node holds its lease without renewing it, by default.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(6);
-/// Entries of the log Redis keeps, by default (`--cluster-keep`): a node
-/// away for longer than it takes the cluster to write these must copy
-/// `messages.csv` from another node.
+/// Messages the log keeps, by default (`--cluster-keep`), with the events
+/// between them: a node away for longer than it takes the cluster to write
+/// these must copy `messages.csv` from another node.
 pub const DEFAULT_KEEP: u64 = 1_000_000;
 /// How often the lease is renewed and dead nodes looked for.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -89,7 +89,7 @@ pub struct ClusterConfig {
     pub url: String,
     /// The node's lease.
     pub lease: Duration,
-    /// Entries of the log Redis keeps.
+    /// Messages the log keeps (with the events between them).
     pub keep: u64,
 }
 
@@ -436,7 +436,9 @@ fn check_resume(
     }
 }
 
-/// The place of the first entry after `pos`, if any.
+/// The place of the first event after `pos` in the log, if any (an entry
+/// that cannot be read gives its own place: the caller then finds a gap or
+/// the follower says what it cannot read).
 fn first_after(con: &mut Connection, pos: Pos) -> RedisResult<Option<Pos>> {
     let value: Value = redis::cmd("XRANGE")
         .arg("chat:log")
@@ -448,7 +450,10 @@ fn first_after(con: &mut Connection, pos: Pos) -> RedisResult<Option<Pos>> {
     Ok(into_stream_entries(value)
         .into_iter()
         .next()
-        .and_then(|(id, _)| Pos::parse(&id)))
+        .and_then(|(id, pairs)| match record::decode(&id, pairs) {
+            Ok(entries) => entries.into_iter().map(|e| e.pos).find(|&p| p > pos),
+            Err(_) => Pos::parse(&id),
+        }))
 }
 
 /// The text of a bulk or simple string value, taken without a copy.

@@ -340,10 +340,14 @@ enum Fields {
 
 impl Fields {
     fn read(id: &str, pairs: Vec<(String, String)>) -> Result<Fields, Unreadable> {
-        let packed = match pairs.as_slice() {
-            [(name, packed)] if name == "e" => packed,
-            _ => return Ok(Fields::Pairs(pairs)),
-        };
+        match pairs.as_slice() {
+            [(name, packed)] if name == "e" => Fields::packed(id, packed),
+            _ => Ok(Fields::Pairs(pairs)),
+        }
+    }
+
+    /// `KIND TAB NODE TAB UID TAB BODY`, of the entry (or batch line) at `id`.
+    fn packed(id: &str, packed: &str) -> Result<Fields, Unreadable> {
         let mut parts = packed.splitn(4, '\t');
         let (Some(kind), Some(node), Some(uid), Some(body)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -419,10 +423,43 @@ impl fmt::Display for Unreadable {
     }
 }
 
-/// Reads one stream entry (its id and its field-value pairs, taken).
-pub fn decode(id: &str, pairs: Vec<(String, String)>) -> Result<Entry, Unreadable> {
+/// Reads one stream entry (its id and its field-value pairs, taken): the
+/// events it holds, in the log's order. An entry is a batch (one field `b`,
+/// an event a line: `PLACE TAB KIND TAB NODE TAB UID TAB BODY`, the entry's
+/// id the last event's place), or, as older nodes wrote, one event (one
+/// field `e` = `KIND TAB NODE TAB UID TAB BODY`, or a field per value).
+pub fn decode(id: &str, pairs: Vec<(String, String)>) -> Result<Vec<Entry>, Unreadable> {
+    let batch = match pairs.as_slice() {
+        [(name, batch)] if name == "b" => batch,
+        _ => return Ok(vec![event_at(id, Fields::read(id, pairs)?)?]),
+    };
+    let mut entries = Vec::with_capacity(batch.len() / 64 + 1);
+    for line in batch.split('\n') {
+        let Some((place, packed)) = line.split_once('\t') else {
+            return Err(Unreadable(format!("entry {id}: a line without its place")));
+        };
+        let entry = event_at(place, Fields::packed(place, packed)?)?;
+        if let Some(before) = entries.last().map(|e: &Entry| e.pos)
+            && entry.pos <= before
+        {
+            return Err(Unreadable(format!(
+                "entry {id}: its place {place} comes after {before}"
+            )));
+        }
+        entries.push(entry);
+    }
+    if entries.last().map(|e| e.pos.to_string()).as_deref() != Some(id) {
+        return Err(Unreadable(format!(
+            "entry {id}: its last event is not at its id"
+        )));
+    }
+    Ok(entries)
+}
+
+/// Reads the event at place `id` from its fields.
+fn event_at(id: &str, fields: Fields) -> Result<Entry, Unreadable> {
     let pos = Pos::parse(id).ok_or_else(|| Unreadable(format!("entry id {id:?}")))?;
-    let fields = std::cell::RefCell::new(Fields::read(id, pairs)?);
+    let fields = std::cell::RefCell::new(fields);
     let get = |name: &str| fields.borrow_mut().take(name);
     let need = |name: &str| get(name).ok_or_else(|| Unreadable(format!("entry {id}: no {name}")));
     let room = |text: String| (!text.is_empty()).then_some(text);
@@ -491,6 +528,14 @@ pub fn decode(id: &str, pairs: Vec<(String, String)>) -> Result<Entry, Unreadabl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entry that must hold exactly one event.
+    fn one(id: &str, pairs: Vec<(String, String)>) -> Result<Entry, Unreadable> {
+        decode(id, pairs).map(|mut entries| {
+            assert_eq!(entries.len(), 1);
+            entries.remove(0)
+        })
+    }
 
     fn pairs(event: &Event, node: &str, uid: u64) -> Vec<(String, String)> {
         let (kind, fields) = event.fields();
@@ -605,7 +650,7 @@ mod tests {
             ),
         ];
         for (id, event) in events {
-            let entry = decode(id, pairs(&event, "n1", 42)).unwrap();
+            let entry = one(id, pairs(&event, "n1", 42)).unwrap();
             assert_eq!(entry.event, event);
             assert_eq!(entry.node, "n1");
             assert_eq!(entry.uid, 42);
@@ -624,11 +669,11 @@ mod tests {
         };
         let (kind, fields) = say.fields();
         let packed = format!("{kind}\tn7\t42\t{}", body(&fields));
-        let entry = decode("9-0", vec![("e".into(), packed)]).unwrap();
+        let entry = one("9-0", vec![("e".into(), packed)]).unwrap();
         assert_eq!(entry.event, say);
         assert_eq!((entry.node.as_str(), entry.uid), ("n7", 42));
         // As the Lua side writes a body (cjson escapes slashes).
-        let quit = decode(
+        let quit = one(
             "9-1",
             vec![("e".into(), r#"quit	n2	0	{"f":"a\/b","w":"gone"}"#.into())],
         )
@@ -641,10 +686,7 @@ mod tests {
             }
         );
         for bad in ["say\tn1", "say\tn1\t1\t[1]", "say\tn1\t1\t{\"x\":1}"] {
-            assert!(
-                decode("9-0", vec![("e".into(), bad.into())]).is_err(),
-                "{bad}"
-            );
+            assert!(one("9-0", vec![("e".into(), bad.into())]).is_err(), "{bad}");
         }
     }
 
@@ -657,10 +699,64 @@ mod tests {
             from: "a".into(),
             text: "x".into(),
         };
-        assert!(decode("5-1", pairs(&say, "n", 1)).is_err());
+        assert!(one("5-1", pairs(&say, "n", 1)).is_err());
         let mut odd = pairs(&say, "n", 1);
         odd[0].1 = "dance".into();
-        assert!(decode("5-0", odd).is_err());
-        assert!(decode("5-0", Vec::new()).is_err());
+        assert!(one("5-0", odd).is_err());
+        assert!(one("5-0", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_batch_reads_as_its_events_in_order_and_a_bad_one_is_unreadable() {
+        let say = Event::Say {
+            id: 10,
+            time: "2026-01-01T00:00:00.000+00:00".into(),
+            room: "general".into(),
+            from: "Alice".into(),
+            text: "tab\there and a\nnewline".into(),
+        };
+        let (kind, fields) = say.fields();
+        let line = |place: &str, kind: &str, body: &str| format!("{place}\t{kind}\tn1\t7\t{body}");
+        let batch = [
+            line("9-3", "quit", r#"{"f":"bob","w":""}"#),
+            line("10-0", kind, &body(&fields)),
+            line("10-1", "online", r#"{"f":"carol","r":"general"}"#),
+        ]
+        .join("\n");
+        let entries = decode("10-1", vec![("b".into(), batch.clone())]).unwrap();
+        let places: Vec<String> = entries.iter().map(|e| e.pos.to_string()).collect();
+        assert_eq!(places, ["9-3", "10-0", "10-1"]);
+        assert_eq!(entries[1].event, say);
+        assert_eq!((entries[1].node.as_str(), entries[1].uid), ("n1", 7));
+        assert_eq!(
+            entries[2].event,
+            Event::Online {
+                name: "carol".into(),
+                room: Some("general".into())
+            }
+        );
+        // The entry's id must be its last event's place, places must rise,
+        // and every line must read.
+        assert!(decode("10-2", vec![("b".into(), batch.clone())]).is_err());
+        let backwards = format!(
+            "{}\n{}",
+            line("10-1", "quit", "{\"f\":\"a\"}"),
+            line("10-1", "quit", "{\"f\":\"b\"}")
+        );
+        assert!(decode("10-1", vec![("b".into(), backwards)]).is_err());
+        for bad in [
+            "10-0",
+            "10-0\tsay\tn1",
+            "x-1\tquit\tn1\t0\t{\"f\":\"a\"}",
+            "",
+        ] {
+            assert!(
+                decode("10-0", vec![("b".into(), bad.into())]).is_err(),
+                "{bad:?}"
+            );
+        }
+        // A message off its place is as unreadable in a batch as alone.
+        let off = line("10-1", kind, &body(&fields));
+        assert!(decode("10-1", vec![("b".into(), off)]).is_err());
     }
 }

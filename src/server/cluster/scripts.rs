@@ -16,10 +16,18 @@ use crate::server::cluster::{Cluster, DEDUPE_SECS};
 
 /// What every script shares: the next place in the log, and appending.
 ///
-/// An entry has one field, `e`: `KIND TAB NODE TAB UID TAB BODY`, the body
-/// a JSON object of the event's fields (see [`record`](super::record)).
-/// One field rather than one per value: Redis stores, logs and sends each
-/// entry to every node as four strings instead of eighteen.
+/// A script appends everything it logs as **one** stream entry, whatever
+/// the count of events: one field, `b`, the events one per line, each
+/// `PLACE TAB KIND TAB NODE TAB UID TAB BODY` (the body a JSON object of
+/// the event's fields, see [`record`](super::record), which never holds a
+/// raw newline or tab). The entry's stream id is the place of its last
+/// event, so that `XREAD` from a place returns every entry holding an event
+/// after it. One entry per batch rather than per event: Redis stores,
+/// logs (the AOF) and sends to every node one string per batch, and the
+/// nodes parse one reply value per batch.
+///
+/// The log is trimmed by message id (`MINID`): it keeps the last `keep`
+/// messages and the events between them, however they were batched.
 const COMMON: &str = r#"
 local function place(message)
   if message then
@@ -31,28 +39,38 @@ local function place(message)
   local m = redis.call('GET', 'chat:msg') or '0'
   return m .. '-' .. s
 end
-local function append(keep, id, kind, node, uid, body)
-  local e = kind .. '\t' .. node .. '\t' .. uid .. '\t' .. body
-  if tonumber(keep) > 0 then
-    redis.call('XADD', 'chat:log', 'MAXLEN', '~', keep, id, 'e', e)
-  else
-    redis.call('XADD', 'chat:log', id, 'e', e)
+local function new_log()
+  local log = {lines = {}, last = nil}
+  function log.add(id, kind, node, uid, body)
+    log.lines[#log.lines + 1] = id .. '\t' .. kind .. '\t' .. node .. '\t' .. uid .. '\t' .. body
+    log.last = id
   end
+  function log.write(keep, msg)
+    if not log.last then return end
+    redis.call('XADD', 'chat:log', log.last, 'b', table.concat(log.lines, '\n'))
+    keep = tonumber(keep)
+    if keep > 0 and msg > keep then
+      redis.call('XTRIM', 'chat:log', 'MINID', '~', string.format('%d-0', msg - keep))
+    end
+  end
+  return log
 end
 local function owner_of(held)
   return string.match(held, '^([^\t]*)')
 end
 local function reap(node, keep, why)
   local all = redis.call('HGETALL', 'chat:online')
+  local log = new_log()
   local n = 0
   for j = 1, #all, 2 do
     local owner, name = string.match(all[j + 1], '^([^\t]*)\t([^\t]*)')
     if owner == node then
       redis.call('HDEL', 'chat:online', all[j])
-      append(keep, place(false), 'quit', node, '0', cjson.encode({f = name, w = why}))
+      log.add(place(false), 'quit', node, '0', cjson.encode({f = name, w = why}))
       n = n + 1
     end
   end
+  log.write(keep, tonumber(redis.call('GET', 'chat:msg') or '0'))
   redis.call('SREM', 'chat:nodes', node)
   return n
 end
@@ -68,8 +86,8 @@ end
 ///
 /// Per batch, not per entry: the counters are read once and written once,
 /// a sender's ban and mute are looked up once, and the log is trimmed
-/// once. Every write a script makes goes to the AOF one by one, so an
-/// entry costs one write (its XADD).
+/// once. Every write a script makes goes to the AOF one by one: the whole
+/// batch is one XADD (see [`COMMON`]).
 const APPEND: &str = r#"
 local node, token, batch, keep = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local done = redis.call('GET', batch)
@@ -87,6 +105,7 @@ local function at(message)
 end
 local banned, muted = {}, {}
 local results = {}
+local log = new_log()
 local i = 6
 local last = #ARGV
 while i <= last do
@@ -165,18 +184,16 @@ while i <= last do
     if before then
       -- A quit of a dead node's name is that node's entry.
       local by = before[3] or node
-      append(0, at(false), before[1], by, '0', before[2])
+      log.add(at(false), before[1], by, '0', before[2])
     end
     result = at(message)
-    append(0, result, kind, node, uid, body)
+    log.add(result, kind, node, uid, body)
   end
   results[#results + 1] = result
 end
+log.write(keep, msg)
 if msg ~= msg0 then redis.call('SET', 'chat:msg', msg) end
-if msg ~= msg0 or sub ~= sub0 then
-  redis.call('SET', 'chat:sub', sub)
-  if keep > 0 then redis.call('XTRIM', 'chat:log', 'MAXLEN', '~', keep) end
-end
+if msg ~= msg0 or sub ~= sub0 then redis.call('SET', 'chat:sub', sub) end
 redis.call('SET', batch, cjson.encode(results), 'EX', DEDUPE_SECS)
 return results
 "#;
