@@ -264,8 +264,19 @@ static REAP_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(REAP));
 static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(LEAVE));
 static SNAPSHOT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(SNAPSHOT));
 
-/// The fields the append script looks at (bans, mutes, names online).
-const SCRIPT_READS: [&str; 7] = ["key", "tokey", "take", "f", "r", "a", "m"];
+/// The fields the append script looks at for an entry of `kind` (bans,
+/// mutes, names online); it is given no others, since every argument costs
+/// Redis a string object and the script a Lua string.
+fn script_reads(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "say" => &["key"],
+        "whisper" => &["key", "tokey"],
+        "login" => &["key", "take", "f", "r"],
+        "move" | "quit" => &["key", "f", "r"],
+        "mod" => &["key", "a", "m"],
+        _ => &[],
+    }
+}
 
 /// One entry of a batch for [`append`].
 pub struct Outgoing {
@@ -310,12 +321,8 @@ pub fn append(
         .arg(cluster.config.keep)
         .arg(super::written());
     for entry in entries {
-        let reads = || {
-            entry
-                .fields
-                .iter()
-                .filter(|(k, _)| SCRIPT_READS.contains(k))
-        };
+        let wanted = script_reads(entry.kind);
+        let reads = || entry.fields.iter().filter(|(k, _)| wanted.contains(k));
         call.arg(entry.kind).arg(entry.uid).arg(reads().count());
         for (k, v) in reads() {
             call.arg(*k).arg(v);
