@@ -569,9 +569,9 @@ fn a_batch_the_node_has_half_read_gives_only_what_follows() {
     alice.expect_line("alice: one");
     // One entry (a batch) holding message 1 again and message 2, as a
     // node finds the log when its file ends inside a batch.
-    let say = |place: &str, text: &str| {
+    let say = |text: &str| {
         format!(
-            "{place}\tsay\tother\t0\t{{\"t\":\"2026-01-01T00:00:00.000+00:00\",\"r\":\"general\",\"f\":\"ghost\",\"x\":\"{text}\"}}"
+            "say\tother\t0\t{{\"t\":\"2026-01-01T00:00:00.000+00:00\",\"r\":\"general\",\"f\":\"ghost\",\"x\":\"{text}\"}}"
         )
     };
     let mut con = redis.connection();
@@ -580,15 +580,12 @@ fn a_batch_the_node_has_half_read_gives_only_what_follows() {
         .arg(2)
         .query(&mut con)
         .unwrap();
+    // The log before it: alice's login (0-1); then messages 1 and 2.
     let _: String = redis::cmd("XADD")
         .arg("chat:log")
         .arg("2-0")
         .arg("b")
-        .arg(format!(
-            "{}\n{}",
-            say("1-0", "one again"),
-            say("2-0", "two")
-        ))
+        .arg(format!("0-1\n{}\n{}", say("one again"), say("two")))
         .query(&mut con)
         .unwrap();
     alice.expect_line("ghost: two");

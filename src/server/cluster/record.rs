@@ -40,6 +40,22 @@ impl Pos {
         })
     }
 
+    /// The place of the event right after this one: the next message id
+    /// if it is a message, else the next `sub`.
+    pub fn after(self, message: bool) -> Pos {
+        if message {
+            Pos {
+                msg: self.msg.saturating_add(1),
+                sub: 0,
+            }
+        } else {
+            Pos {
+                msg: self.msg,
+                sub: self.sub.saturating_add(1),
+            }
+        }
+    }
+
     /// True if `self` is the entry right after `before`: the next event
     /// after it, or the next message.
     pub fn follows(self, before: Pos) -> bool {
@@ -291,6 +307,13 @@ impl Event {
 /// the append script needs (folded names, which are made again from the
 /// names, and a login's `take`).
 pub fn body(fields: &[(&str, String)]) -> String {
+    let mut out = Vec::new();
+    write_body(&mut out, fields);
+    String::from_utf8(out).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// Writes [`body`] at the end of `out`.
+fn write_body(out: &mut Vec<u8>, fields: &[(&str, String)]) {
     /// The fields as a JSON object, written straight from the pairs.
     struct Object<'a>(&'a [(&'a str, String)]);
     impl serde::Serialize for Object<'_> {
@@ -303,7 +326,11 @@ pub fn body(fields: &[(&str, String)]) -> String {
             )
         }
     }
-    serde_json::to_string(&Object(fields)).unwrap_or_else(|_| "{}".to_string())
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, &Object(fields)).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"{}");
+    }
 }
 
 /// The body of a packed entry, read straight into its fields (no map, no
@@ -339,7 +366,7 @@ enum Fields {
 }
 
 impl Fields {
-    fn read(id: &str, pairs: Vec<(String, String)>) -> Result<Fields, Unreadable> {
+    fn read(id: Pos, pairs: Vec<(String, String)>) -> Result<Fields, Unreadable> {
         match pairs.as_slice() {
             [(name, packed)] if name == "e" => Fields::packed(id, packed),
             _ => Ok(Fields::Pairs(pairs)),
@@ -347,7 +374,7 @@ impl Fields {
     }
 
     /// `KIND TAB NODE TAB UID TAB BODY`, of the entry (or batch line) at `id`.
-    fn packed(id: &str, packed: &str) -> Result<Fields, Unreadable> {
+    fn packed(id: Pos, packed: &str) -> Result<Fields, Unreadable> {
         let mut parts = packed.splitn(4, '\t');
         let (Some(kind), Some(node), Some(uid), Some(body)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -423,42 +450,65 @@ impl fmt::Display for Unreadable {
     }
 }
 
+/// Whether an event of this kind (as logged) is a message, which takes the
+/// next message id.
+pub fn is_message_kind(kind: &str) -> bool {
+    matches!(kind, "say" | "whisper")
+}
+
+/// An event's line in a batch entry: `KIND TAB NODE TAB UID TAB BODY`.
+pub fn line(kind: &str, node: &str, uid: u64, fields: &[(&str, String)]) -> String {
+    let mut out = Vec::with_capacity(
+        kind.len() + node.len() + 24 + fields.iter().map(|(_, v)| v.len() + 8).sum::<usize>(),
+    );
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b'\t');
+    out.extend_from_slice(node.as_bytes());
+    out.push(b'\t');
+    out.extend_from_slice(uid.to_string().as_bytes());
+    out.push(b'\t');
+    write_body(&mut out, fields);
+    // Only strings went in, and JSON is text.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Reads one stream entry (its id and its field-value pairs, taken): the
-/// events it holds, in the log's order. An entry is a batch (one field `b`,
-/// an event a line: `PLACE TAB KIND TAB NODE TAB UID TAB BODY`, the entry's
-/// id the last event's place), or, as older nodes wrote, one event (one
-/// field `e` = `KIND TAB NODE TAB UID TAB BODY`, or a field per value).
+/// events it holds, in the log's order. An entry is a batch (one field `b`:
+/// a first line with the log's last place before it, then an event a line,
+/// `KIND TAB NODE TAB UID TAB BODY`, each at the place after the one
+/// before: see [`Pos::after`]; the entry's id is its last event's place),
+/// or, as older nodes wrote, one event (one field `e` = `KIND TAB NODE TAB
+/// UID TAB BODY`, or a field per value).
 pub fn decode(id: &str, pairs: Vec<(String, String)>) -> Result<Vec<Entry>, Unreadable> {
     let batch = match pairs.as_slice() {
         [(name, batch)] if name == "b" => batch,
-        _ => return Ok(vec![event_at(id, Fields::read(id, pairs)?)?]),
-    };
-    let mut entries = Vec::with_capacity(batch.len() / 64 + 1);
-    for line in batch.split('\n') {
-        let Some((place, packed)) = line.split_once('\t') else {
-            return Err(Unreadable(format!("entry {id}: a line without its place")));
-        };
-        let entry = event_at(place, Fields::packed(place, packed)?)?;
-        if let Some(before) = entries.last().map(|e: &Entry| e.pos)
-            && entry.pos <= before
-        {
-            return Err(Unreadable(format!(
-                "entry {id}: its place {place} comes after {before}"
-            )));
+        _ => {
+            let pos = Pos::parse(id).ok_or_else(|| Unreadable(format!("entry id {id:?}")))?;
+            return Ok(vec![event_at(pos, Fields::read(pos, pairs)?)?]);
         }
-        entries.push(entry);
+    };
+    let mut lines = batch.split('\n');
+    let mut pos = lines
+        .next()
+        .and_then(Pos::parse)
+        .ok_or_else(|| Unreadable(format!("entry {id}: a batch without its first place")))?;
+    let mut entries = Vec::with_capacity(batch.len() / 128 + 1);
+    for line in lines {
+        let kind = line.split('\t').next().unwrap_or_default();
+        pos = pos.after(is_message_kind(kind));
+        entries.push(event_at(pos, Fields::packed(pos, line)?)?);
     }
-    if entries.last().map(|e| e.pos.to_string()).as_deref() != Some(id) {
+    if entries.is_empty() || pos.to_string() != id {
         return Err(Unreadable(format!(
-            "entry {id}: its last event is not at its id"
+            "entry {id}: its events end at {pos}, not at its id"
         )));
     }
     Ok(entries)
 }
 
-/// Reads the event at place `id` from its fields.
-fn event_at(id: &str, fields: Fields) -> Result<Entry, Unreadable> {
-    let pos = Pos::parse(id).ok_or_else(|| Unreadable(format!("entry id {id:?}")))?;
+/// Reads the event at place `pos` from its fields.
+fn event_at(pos: Pos, fields: Fields) -> Result<Entry, Unreadable> {
+    let id = pos;
     let fields = std::cell::RefCell::new(fields);
     let get = |name: &str| fields.borrow_mut().take(name);
     let need = |name: &str| get(name).ok_or_else(|| Unreadable(format!("entry {id}: no {name}")));
@@ -716,11 +766,11 @@ mod tests {
             text: "tab\there and a\nnewline".into(),
         };
         let (kind, fields) = say.fields();
-        let line = |place: &str, kind: &str, body: &str| format!("{place}\t{kind}\tn1\t7\t{body}");
         let batch = [
-            line("9-3", "quit", r#"{"f":"bob","w":""}"#),
-            line("10-0", kind, &body(&fields)),
-            line("10-1", "online", r#"{"f":"carol","r":"general"}"#),
+            "9-2".to_string(),
+            r#"quit	n1	0	{"f":"bob","w":""}"#.to_string(),
+            line(kind, "n1", 7, &fields),
+            r#"online	n2	8	{"f":"carol","r":"general"}"#.to_string(),
         ]
         .join("\n");
         let entries = decode("10-1", vec![("b".into(), batch.clone())]).unwrap();
@@ -735,28 +785,30 @@ mod tests {
                 room: Some("general".into())
             }
         );
-        // The entry's id must be its last event's place, places must rise,
-        // and every line must read.
+        assert_eq!((entries[2].node.as_str(), entries[2].uid), ("n2", 8));
+        // The entry's id must be its last event's place, it must start
+        // with a place and hold an event, and every line must read.
         assert!(decode("10-2", vec![("b".into(), batch.clone())]).is_err());
-        let backwards = format!(
-            "{}\n{}",
-            line("10-1", "quit", "{\"f\":\"a\"}"),
-            line("10-1", "quit", "{\"f\":\"b\"}")
-        );
-        assert!(decode("10-1", vec![("b".into(), backwards)]).is_err());
         for bad in [
-            "10-0",
-            "10-0\tsay\tn1",
-            "x-1\tquit\tn1\t0\t{\"f\":\"a\"}",
             "",
+            "9-2",
+            "x\nquit\tn1\t0\t{\"f\":\"a\"}",
+            "9-2\nquit\tn1",
+            "9-2\nquit\tn1\t0\t[1]",
+            "9-2\ndance\tn1\t0\t{\"f\":\"a\"}",
         ] {
             assert!(
-                decode("10-0", vec![("b".into(), bad.into())]).is_err(),
+                decode("9-3", vec![("b".into(), bad.into())]).is_err(),
                 "{bad:?}"
             );
         }
-        // A message off its place is as unreadable in a batch as alone.
-        let off = line("10-1", kind, &body(&fields));
-        assert!(decode("10-1", vec![("b".into(), off)]).is_err());
+    }
+
+    #[test]
+    fn places_after_one_another() {
+        let p = Pos { msg: 7, sub: 2 };
+        assert_eq!(p.after(true), Pos { msg: 8, sub: 0 });
+        assert_eq!(p.after(false), Pos { msg: 7, sub: 3 });
+        assert!(p.after(true).follows(p) && p.after(false).follows(p));
     }
 }

@@ -12,77 +12,82 @@ use std::sync::LazyLock;
 
 use redis::{Connection, RedisResult, Script, Value};
 
-use crate::server::cluster::{Cluster, DEDUPE_SECS};
+use crate::server::cluster::{Cluster, DEDUPE_SECS, Pos, record};
 
-/// What every script shares: the next place in the log, and appending.
+/// What every script shares: appending to the log.
 ///
 /// A script appends everything it logs as **one** stream entry, whatever
-/// the count of events: one field, `b`, the events one per line, each
-/// `PLACE TAB KIND TAB NODE TAB UID TAB BODY` (the body a JSON object of
-/// the event's fields, see [`record`](super::record), which never holds a
-/// raw newline or tab). The entry's stream id is the place of its last
-/// event, so that `XREAD` from a place returns every entry holding an event
-/// after it. One entry per batch rather than per event: Redis stores,
-/// logs (the AOF) and sends to every node one string per batch, and the
-/// nodes parse one reply value per batch.
+/// the count of events: one field, `b`, whose first line is the log's last
+/// place before the entry (`MSG-SUB`) and each further line an event,
+/// `KIND TAB NODE TAB UID TAB BODY` (the body a JSON object of the event's
+/// fields, see [`record`](super::record), which never holds a raw newline).
+/// The events' places follow from the first line: a message is the next
+/// message id with `SUB` 0, any other event the next `SUB` (see
+/// [`Pos::after`](super::Pos::after)). The entry's stream id is its last
+/// event's place, so `XREAD` from a place returns every entry holding an
+/// event after it.
+///
+/// One entry per batch rather than per event, and no place written per
+/// event: Redis stores, logs (the AOF) and sends to every node one string
+/// per batch, the nodes parse one reply value per batch, and the script
+/// makes no string per event (the node sends each event's line ready-made;
+/// numbers turned into strings and joined strings were most of the
+/// script's time).
 ///
 /// The log is trimmed by message id (`MINID`): it keeps the last `keep`
 /// messages and the events between them, however they were batched.
 const COMMON: &str = r#"
-local function place(message)
-  if message then
-    local m = redis.call('INCR', 'chat:msg')
-    redis.call('SET', 'chat:sub', 0)
-    return string.format('%d-0', m)
+local function new_log(msg, sub)
+  local log = {parts = {string.format('%d-%d', msg, sub)}, msg = msg, sub = sub, n = 0}
+  function log.add(message, line)
+    if message then log.msg = log.msg + 1; log.sub = 0 else log.sub = log.sub + 1 end
+    log.parts[#log.parts + 1] = line
+    log.n = log.n + 1
   end
-  local s = redis.call('INCR', 'chat:sub')
-  local m = redis.call('GET', 'chat:msg') or '0'
-  return m .. '-' .. s
-end
-local function new_log()
-  local log = {lines = {}, last = nil}
-  function log.add(id, kind, node, uid, body)
-    log.lines[#log.lines + 1] = id .. '\t' .. kind .. '\t' .. node .. '\t' .. uid .. '\t' .. body
-    log.last = id
-  end
-  function log.write(keep, msg)
-    if not log.last then return end
-    redis.call('XADD', 'chat:log', log.last, 'b', table.concat(log.lines, '\n'))
+  function log.write(keep)
+    if log.n == 0 then return end
+    redis.call('XADD', 'chat:log', string.format('%d-%d', log.msg, log.sub), 'b', table.concat(log.parts, '\n'))
     keep = tonumber(keep)
-    if keep > 0 and msg > keep then
-      redis.call('XTRIM', 'chat:log', 'MINID', '~', string.format('%d-0', msg - keep))
+    if keep > 0 and log.msg > keep then
+      redis.call('XTRIM', 'chat:log', 'MINID', '~', string.format('%d-0', log.msg - keep))
     end
   end
   return log
+end
+local function counters()
+  return tonumber(redis.call('GET', 'chat:msg') or '0'), tonumber(redis.call('GET', 'chat:sub') or '0')
 end
 local function owner_of(held)
   return string.match(held, '^([^\t]*)')
 end
 local function reap(node, keep, why)
   local all = redis.call('HGETALL', 'chat:online')
-  local log = new_log()
-  local n = 0
+  local log = new_log(counters())
   for j = 1, #all, 2 do
     local owner, name = string.match(all[j + 1], '^([^\t]*)\t([^\t]*)')
     if owner == node then
       redis.call('HDEL', 'chat:online', all[j])
-      log.add(place(false), 'quit', node, '0', cjson.encode({f = name, w = why}))
-      n = n + 1
+      log.add(false, 'quit\t' .. node .. '\t0\t' .. cjson.encode({f = name, w = why}))
     end
   end
-  log.write(keep, tonumber(redis.call('GET', 'chat:msg') or '0'))
+  if log.n > 0 then redis.call('SET', 'chat:sub', log.sub) end
+  log.write(keep)
   redis.call('SREM', 'chat:nodes', node)
-  return n
+  return log.n
 end
 "#;
 
 /// Appends a batch. ARGV: node, token, batch key, keep, the last message
-/// id the node has written, then per entry: kind, uid, the count of the
-/// fields the script reads, those field-value pairs, and the entry's body.
-/// Returns one answer per entry: its place, or `taken`, `refused:WHY`,
-/// `skip`; or `{'fenced'}` for the whole batch (the lease is not this
-/// node's, or Redis has fewer messages than the node wrote: it lost
-/// acknowledged writes, and the same ids must not be given twice).
+/// id the node has written, then per entry: kind, the count of the fields
+/// the script reads, those field-value pairs, and the entry's line as
+/// logged (`KIND TAB NODE TAB UID TAB BODY`).
+/// Returns the log's last place before the batch (`msg`, `sub`), then one
+/// answer per entry: `0` appended, `1` appended after one event the script
+/// put before it (a takeover, or a dead node's quit of the name), or
+/// `taken:TTL:NODE`, `refused:WHY`, `skip`; or `{'fenced'}` for the whole
+/// batch (the lease is not this node's, or Redis has fewer messages than
+/// the node wrote: it lost acknowledged writes, and the same ids must not
+/// be given twice).
 ///
 /// Per batch, not per entry: the counters are read once and written once,
 /// a sender's ban and mute are looked up once, and the log is trimmed
@@ -93,27 +98,21 @@ local node, token, batch, keep = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local done = redis.call('GET', batch)
 if done then return cjson.decode(done) end
 if redis.call('GET', 'chat:node:' .. node) ~= token then return {'fenced'} end
-local msg = tonumber(redis.call('GET', 'chat:msg') or '0')
-local sub = tonumber(redis.call('GET', 'chat:sub') or '0')
-if msg < tonumber(ARGV[5]) then return {'fenced'} end
-local msg0, sub0 = msg, sub
+local msg0, sub0 = counters()
+if msg0 < tonumber(ARGV[5]) then return {'fenced'} end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local function at(message)
-  if message then msg = msg + 1; sub = 0 else sub = sub + 1 end
-  return string.format('%d-%d', msg, sub)
-end
 local banned, muted = {}, {}
-local results = {}
-local log = new_log()
+local results = {msg0, sub0}
+local log = new_log(msg0, sub0)
 local i = 6
 local last = #ARGV
 while i <= last do
-  local kind, uid, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local kind, n = ARGV[i], tonumber(ARGV[i + 1])
   local f = {}
-  for j = 0, n - 1 do f[ARGV[i + 3 + 2 * j]] = ARGV[i + 4 + 2 * j] end
-  local body = ARGV[i + 3 + 2 * n]
-  i = i + 4 + 2 * n
+  for j = 0, n - 1 do f[ARGV[i + 2 + 2 * j]] = ARGV[i + 3 + 2 * j] end
+  local line = ARGV[i + 2 + 2 * n]
+  i = i + 3 + 2 * n
   local result = nil
   local message = (kind == 'say' or kind == 'whisper')
   local before = nil
@@ -137,18 +136,18 @@ while i <= last do
     result = 'refused:gone'
   end
   if kind == 'login' then
-    kind = 'online'
     local held = redis.call('HGET', 'chat:online', f.key)
     if held then
       local owner = owner_of(held)
       if owner ~= node and redis.call('EXISTS', 'chat:node:' .. owner) == 1 then
         if f.take == '1' then
-          before = {'takeover', cjson.encode({f = f.f, o = owner})}
+          before = 'takeover\t' .. node .. '\t0\t' .. cjson.encode({f = f.f, o = owner})
         else
           result = 'taken:' .. redis.call('PTTL', 'chat:node:' .. owner) .. ':' .. owner
         end
       elseif owner ~= node then
-        before = {'quit', cjson.encode({f = f.f, w = 'gone'}), owner}
+        -- A quit of a dead node's name is that node's entry.
+        before = 'quit\t' .. owner .. '\t0\t' .. cjson.encode({f = f.f, w = 'gone'})
       end
     end
     if not result then
@@ -181,19 +180,18 @@ while i <= last do
     end
   end
   if not result then
+    result = 0
     if before then
-      -- A quit of a dead node's name is that node's entry.
-      local by = before[3] or node
-      log.add(at(false), before[1], by, '0', before[2])
+      log.add(false, before)
+      result = 1
     end
-    result = at(message)
-    log.add(result, kind, node, uid, body)
+    log.add(message, line)
   end
   results[#results + 1] = result
 end
-log.write(keep, msg)
-if msg ~= msg0 then redis.call('SET', 'chat:msg', msg) end
-if msg ~= msg0 or sub ~= sub0 then redis.call('SET', 'chat:sub', sub) end
+log.write(keep)
+if log.msg ~= msg0 then redis.call('SET', 'chat:msg', log.msg) end
+if log.msg ~= msg0 or log.sub ~= sub0 then redis.call('SET', 'chat:sub', log.sub) end
 redis.call('SET', batch, cjson.encode(results), 'EX', DEDUPE_SECS)
 return results
 "#;
@@ -292,7 +290,7 @@ pub struct Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Appended at this place.
-    At(super::Pos),
+    At(Pos),
     /// A login's name is held on another node: which, and how long its
     /// lease has left (in ms).
     Taken {
@@ -323,37 +321,80 @@ pub fn append(
     for entry in entries {
         let wanted = script_reads(entry.kind);
         let reads = || entry.fields.iter().filter(|(k, _)| wanted.contains(k));
-        call.arg(entry.kind).arg(entry.uid).arg(reads().count());
+        call.arg(entry.kind).arg(reads().count());
         for (k, v) in reads() {
             call.arg(*k).arg(v);
         }
-        call.arg(super::record::body(&entry.fields));
+        call.arg(record::line(
+            logged_kind(entry.kind),
+            &cluster.node,
+            entry.uid,
+            &entry.fields,
+        ));
     }
-    let answers: Vec<String> = call.invoke(con)?;
-    if answers.first().map(String::as_str) == Some("fenced") {
-        return Ok(None);
-    }
-    Ok(Some(
-        answers
-            .into_iter()
-            .map(|a| match a.as_str() {
-                "skip" => Answer::Skipped,
-                other => {
-                    if let Some(why) = other.strip_prefix("refused:") {
-                        Answer::Refused(why.to_string())
-                    } else if let Some(held) = other.strip_prefix("taken:") {
-                        let (ttl, node) = held.split_once(':').unwrap_or((held, ""));
-                        Answer::Taken {
-                            node: node.to_string(),
-                            ttl_ms: ttl.parse().unwrap_or(0),
-                        }
-                    } else {
-                        super::Pos::parse(other)
-                            .map_or_else(|| Answer::Refused(other.to_string()), Answer::At)
-                    }
+    let answers: Value = call.invoke(con)?;
+    let Value::Array(answers) = answers else {
+        return Err(unexpected("not an array"));
+    };
+    let mut answers = answers.into_iter();
+    let (start_msg, start_sub) = match (answers.next(), answers.next()) {
+        (Some(Value::Int(msg)), Some(Value::Int(sub))) => (msg, sub),
+        (Some(first), _) => {
+            return match super::into_text(first).as_deref() {
+                Some("fenced") => Ok(None),
+                _ => Err(unexpected("no place to start from")),
+            };
+        }
+        _ => return Err(unexpected("no place to start from")),
+    };
+    let mut pos = Pos {
+        msg: u64::try_from(start_msg).map_err(|_| unexpected("a negative id"))?,
+        sub: u64::try_from(start_sub).map_err(|_| unexpected("a negative id"))?,
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (entry, answer) in entries.iter().zip(answers) {
+        out.push(match answer {
+            Value::Int(before) => {
+                for _ in 0..before {
+                    pos = pos.after(false);
                 }
-            })
-            .collect(),
+                pos = pos.after(record::is_message_kind(entry.kind));
+                Answer::At(pos)
+            }
+            other => {
+                let text = super::into_text(other).unwrap_or_default();
+                if text == "skip" {
+                    Answer::Skipped
+                } else if let Some(held) = text.strip_prefix("taken:") {
+                    let (ttl, node) = held.split_once(':').unwrap_or((held, ""));
+                    Answer::Taken {
+                        node: node.to_string(),
+                        ttl_ms: ttl.parse().unwrap_or(0),
+                    }
+                } else {
+                    Answer::Refused(text.strip_prefix("refused:").unwrap_or(&text).to_string())
+                }
+            }
+        });
+    }
+    if out.len() != entries.len() {
+        return Err(unexpected("fewer answers than entries"));
+    }
+    Ok(Some(out))
+}
+
+/// The kind an entry is logged as: a login that is granted is logged as
+/// `online`.
+fn logged_kind(kind: &'static str) -> &'static str {
+    if kind == "login" { "online" } else { kind }
+}
+
+/// An answer of the append script this node cannot read.
+fn unexpected(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected answer from the append script",
+        what.to_string(),
     ))
 }
 
@@ -417,15 +458,15 @@ pub fn leave(cluster: &Cluster, con: &mut Connection) -> RedisResult<()> {
 pub type Online = (String, String, String);
 
 /// Who is online on which node, and the log's last place, at one moment.
-pub fn snapshot(con: &mut Connection) -> RedisResult<(super::Pos, Vec<Online>)> {
+pub fn snapshot(con: &mut Connection) -> RedisResult<(Pos, Vec<Online>)> {
     let value: Value = SNAPSHOT_SCRIPT.invoke(con)?;
     let Value::Array(items) = value else {
-        return Ok((super::Pos::default(), Vec::new()));
+        return Ok((Pos::default(), Vec::new()));
     };
     let mut items = items.into_iter().filter_map(super::into_text);
     let pos = items
         .next()
-        .and_then(|id| super::Pos::parse(&id))
+        .and_then(|id| Pos::parse(&id))
         .unwrap_or_default();
     let users = items
         .filter_map(|held| {
