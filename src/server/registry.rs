@@ -617,11 +617,13 @@ impl Registry {
     ) -> usize {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let key = names::fold(room);
-        let room = inner
-            .rooms
-            .entry(key.clone())
-            .or_insert_with(|| Room::new(room));
+        let key = names::folded(room);
+        if !inner.rooms.contains_key(&*key) {
+            inner.rooms.insert(key.to_string(), Room::new(room));
+        }
+        let Some(room) = inner.rooms.get_mut(&*key) else {
+            return 0;
+        };
         room.last_id = room.last_id.max(id);
         let keep = self.history.load(Ordering::Relaxed);
         if keep > 0 {
@@ -635,10 +637,10 @@ impl Registry {
         // counts and have read this room before.
         let mut counts = Vec::new();
         if let (Some(reads), Some(said)) = (&self.reads, said) {
-            let mentioned: Vec<String> = unread::words(said.text)
-                .into_iter()
-                .filter(|w| inner.names.contains_key(w) || reads.knows(w))
-                .collect();
+            let known = reads.known();
+            let mentioned =
+                unread::mentions(said.text, |w| inner.names.contains_key(w) || known.knows(w));
+            drop(known);
             room.recent.push(id, said.sender, mentioned);
             let room_name = Arc::clone(&room.name);
             for client in inner.followers.iter().filter_map(|f| inner.clients.get(f)) {
@@ -646,7 +648,7 @@ impl Registry {
                 let Some(mark) = reads.mark_of(name, &key) else {
                     continue;
                 };
-                let (unread, mentions) = room.recent.count(&names::fold(name), mark);
+                let (unread, mentions) = room.recent.count(&names::folded(name), mark);
                 counts.push((
                     client.outbox.clone(),
                     format::unread(&[(Arc::clone(&room_name), unread, mentions)], false),
