@@ -263,6 +263,8 @@ pub struct Store {
     pending_rooms: Pending,
     feed: Option<Feed>,
     cluster: Option<ClusterSide>,
+    /// The clocks of the log's timestamps, read once a second.
+    clocks: format::Clocks,
     _lock: DirLock,
 }
 
@@ -364,6 +366,7 @@ impl Store {
             pending_rooms: Pending::default(),
             feed: None,
             cluster: None,
+            clocks: format::Clocks::default(),
             _lock: lock,
         };
         store.record_next_id();
@@ -529,6 +532,8 @@ impl Store {
         lines: &mut Vec<Prepared>,
     ) -> Fate {
         let timestamp = format::file_time(now);
+        // One clock for the whole batch, as they share one time.
+        let clock = format::Clock::of(now);
         let first_id = self.next_id;
         for request in batch {
             let mut line = Prepared::Nothing;
@@ -544,7 +549,7 @@ impl Store {
                         to: "",
                         text,
                     };
-                    line = Prepared::Chat(self.next_id, format::chat(now, &message));
+                    line = Prepared::Chat(self.next_id, format::chat_at(&clock, &message));
                     self.next_id += 1;
                     self.messages.rows.serialize(message)
                 }
@@ -569,8 +574,8 @@ impl Store {
                         text,
                     };
                     line = Prepared::Whisper {
-                        received: format::whisper_received(now, &message),
-                        sent: format::whisper_sent(now, &message),
+                        received: format::whisper_received_at(&clock, &message),
+                        sent: format::whisper_sent_at(&clock, &message),
                     };
                     self.next_id += 1;
                     self.messages.rows.serialize(message)
@@ -781,18 +786,23 @@ impl Store {
         };
         side.last = last;
         for logged in accepted {
-            deliver_logged(side, logged, registry);
+            deliver_logged(side, &mut self.clocks, logged, registry);
         }
     }
 }
 
 /// Hands one written entry of the log to this node's clients, and keeps
 /// who is where, bans and mutes as it says.
-fn deliver_logged(side: &ClusterSide, logged: Logged, registry: &Registry) {
+fn deliver_logged(
+    side: &ClusterSide,
+    clocks: &mut format::Clocks,
+    logged: Logged,
+    registry: &Registry,
+) {
     let own = logged.entry.node == side.cluster.node;
     let replay = logged.replay;
     if let Some(message) = logged.entry.event.message() {
-        let Ok(stamp) = DateTime::parse_from_rfc3339(message.time) else {
+        let Some(clock) = clocks.of_stamp(message.time) else {
             log::error!(
                 "message {} of the cluster's log has the time {:?}; not shown",
                 message.id,
@@ -802,14 +812,14 @@ fn deliver_logged(side: &ClusterSide, logged: Logged, registry: &Registry) {
         };
         if let Event::Whisper { .. } = logged.entry.event {
             if !replay && let Some((_, outbox)) = registry.find(message.to) {
-                outbox.send(format::whisper_received(&stamp, &message));
+                outbox.send(format::whisper_received_at(clock, &message));
             }
             if let Some(Mine::Whisper { from }) = logged.mine {
-                from.send(format::whisper_sent(&stamp, &message));
+                from.send(format::whisper_sent_at(clock, &message));
             }
             return;
         }
-        let line = format::chat(&stamp, &message);
+        let line = format::chat_at(clock, &message);
         let (from_id, outbox) = match logged.mine {
             Some(Mine::Say { from_id, from }) => (from_id, Some(from)),
             _ => (ClientId::MAX, None),
@@ -1224,6 +1234,7 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
     let mut recovered = Recovered::default();
     let mut max_id = 0u64;
     let mut record = csv::ByteRecord::new();
+    let mut clocks = format::Clocks::default();
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
@@ -1276,7 +1287,10 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
     recovered.next_id = max_id + 1;
     for key in order {
         if let Some((name, records, last_id)) = rooms.remove(&key) {
-            let lines = records.iter().filter_map(history_line).collect();
+            let lines = records
+                .iter()
+                .filter_map(|record| history_line(record, &mut clocks))
+                .collect();
             recovered.rooms.push(RoomHistory {
                 name,
                 lines,
@@ -1288,10 +1302,10 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
 }
 
 /// A stored room message as it is replayed to a newcomer.
-fn history_line(record: &csv::ByteRecord) -> Option<(u64, Line)> {
+fn history_line(record: &csv::ByteRecord, clocks: &mut format::Clocks) -> Option<(u64, Line)> {
     let message = Message::from_record(record)?;
-    let time = DateTime::parse_from_rfc3339(message.time).ok()?;
-    Some((message.id, format::chat(&time, &message)))
+    let clock = clocks.of_stamp(message.time)?;
+    Some((message.id, format::chat_at(clock, &message)))
 }
 
 /// The highest thread number in `data.csv`, so numbering carries on.
