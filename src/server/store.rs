@@ -642,6 +642,7 @@ impl Store {
                 }
             }
         };
+        self.messages.give_back(bytes);
         self.write_side_files();
         fate
     }
@@ -667,6 +668,8 @@ impl Store {
         let mut direct: Vec<Request> = Vec::new();
         for request in batch.drain(..) {
             match request {
+                // Most often the one request of the batch: taken as it is.
+                Request::Logged(logged) if entries.is_empty() => entries = logged,
                 Request::Logged(logged) => entries.extend(logged),
                 Request::After { pos, requests } => {
                     if let Some(side) = self.cluster.as_mut() {
@@ -709,23 +712,24 @@ impl Store {
     /// Writes the log's entries that follow the last place written, syncs,
     /// then delivers them. If `messages.csv` cannot take them, nothing is
     /// delivered and the follower reads them again.
-    fn write_logged(&mut self, entries: Vec<Logged>, registry: &Registry) {
+    fn write_logged(&mut self, mut accepted: Vec<Logged>, registry: &Registry) {
         let Some(start) = self.cluster.as_ref().map(|side| side.last) else {
             return;
         };
         let mut last = start;
-        let mut accepted = Vec::with_capacity(entries.len());
-        for logged in entries {
-            if logged.entry.pos <= last {
-                continue;
+        let mut stopped = false;
+        accepted.retain(|logged| {
+            if stopped || logged.entry.pos <= last {
+                return false;
             }
             if !logged.entry.pos.follows(last) {
                 // The follower is being sent back to `last`; these come again.
-                break;
+                stopped = true;
+                return false;
             }
             last = logged.entry.pos;
-            accepted.push(logged);
-        }
+            true
+        });
         if accepted.is_empty() {
             return;
         }
@@ -751,15 +755,20 @@ impl Store {
             }
         }
         let bytes = self.messages.take_rows();
-        if (!bytes.is_empty() || self.messages.damaged().is_some())
-            && let Err(e) = self.messages.commit(&bytes)
-        {
+        let committed = if !bytes.is_empty() || self.messages.damaged().is_some() {
+            self.messages.commit(&bytes).map(|_| ())
+        } else {
+            Ok(())
+        };
+        self.messages.give_back(bytes);
+        if let Err(e) = committed {
             log::error!(
                 "writing {} failed: {e}; the cluster's messages after id {} are read again and written when it can take them (nothing is shown before)",
                 self.messages.name(),
                 start.msg
             );
-            let _ = self.rooms.take_rows();
+            let refused = self.rooms.take_rows();
+            self.rooms.give_back(refused);
             metrics()
                 .store_refusing
                 .set(i64::from(self.messages.damaged().is_some()));
@@ -985,9 +994,11 @@ fn moderate(side: &ClusterSide, m: &cluster::Moderation, registry: &Registry, re
 fn write_side(file: &mut DataFile, pending: &mut Pending) {
     let new = file.take_rows();
     if new.is_empty() && pending.bytes.is_empty() {
+        file.give_back(new);
         return;
     }
     pending.bytes.extend_from_slice(&new);
+    file.give_back(new);
     match file.commit(&pending.bytes) {
         Ok(_) => {
             if pending.failing {
