@@ -48,7 +48,7 @@ use crate::server::lock::DirLock;
 use crate::server::metrics::metrics;
 use crate::server::moderation::{Ban, Bans, Mutes};
 use crate::server::outbox::Outbox;
-use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory, Said};
+use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory, RoomMessage, Said};
 
 /// The file that remembers the next message id, so that ids carry on after
 /// `messages.csv` was archived or rotated.
@@ -477,9 +477,7 @@ impl Store {
             }
             let now = Local::now();
             let fate = self.write(&batch, &now, &mut lines);
-            for (request, line) in batch.drain(..).zip(lines.drain(..)) {
-                deliver(request, line, fate, registry);
-            }
+            deliver_all(&mut batch, &mut lines, fate, registry);
         }
         self.finish()
     }
@@ -704,9 +702,7 @@ impl Store {
         }
         let now = Local::now();
         let fate = self.write(&ready, &now, lines);
-        for (request, line) in ready.drain(..).zip(lines.drain(..)) {
-            deliver(request, line, fate, registry);
-        }
+        deliver_all(&mut ready, lines, fate, registry);
     }
 
     /// Writes the log's entries that follow the last place written, syncs,
@@ -794,9 +790,7 @@ impl Store {
             return;
         };
         side.last = last;
-        for logged in accepted {
-            deliver_logged(side, &mut self.clocks, logged, registry);
-        }
+        deliver_all_logged(side, &mut self.clocks, &accepted, registry);
     }
 }
 
@@ -805,7 +799,7 @@ impl Store {
 fn deliver_logged(
     side: &ClusterSide,
     clocks: &mut format::Clocks,
-    logged: Logged,
+    logged: &Logged,
     registry: &Registry,
 ) {
     let own = logged.entry.node == side.cluster.node;
@@ -823,66 +817,52 @@ fn deliver_logged(
             if !replay && let Some((_, outbox)) = registry.find(message.to) {
                 outbox.send(format::whisper_received_at(clock, &message));
             }
-            if let Some(Mine::Whisper { from }) = logged.mine {
+            if let Some(Mine::Whisper { from }) = &logged.mine {
                 from.send(format::whisper_sent_at(clock, &message));
             }
             return;
         }
         let line = format::chat_at(clock, &message);
-        let (from_id, outbox) = match logged.mine {
-            Some(Mine::Say { from_id, from }) => (from_id, Some(from)),
-            _ => (ClientId::MAX, None),
-        };
-        registry.deliver_to_room(
-            message.room,
-            message.id,
-            line.clone(),
-            from_id,
-            Some(Said {
-                sender: message.from,
-                text: message.text,
-            }),
-        );
-        if let Some(outbox) = outbox {
-            outbox.send(line);
+        if let Some(message) = logged_message(logged, &line) {
+            registry.deliver_run(message.1, std::slice::from_ref(&message.0));
         }
         return;
     }
-    match logged.entry.event {
+    match &logged.entry.event {
         // Handled above.
         Event::Say { .. } | Event::Whisper { .. } => {}
         // This node did the rest itself when it asked for it.
         _ if own => {}
         Event::Create { room, creator, .. } => {
-            if registry.room_named(&room).is_none() {
-                registry.ensure_room(&room);
+            if registry.room_named(room).is_none() {
+                registry.ensure_room(room);
                 if !replay {
                     registry
-                        .to_everyone(format::room_created(&room, &creator))
+                        .to_everyone(format::room_created(room, creator))
                         .deliver();
                 }
             }
         }
-        Event::Moderate(m) => moderate(side, &m, registry, replay),
+        Event::Moderate(m) => moderate(side, m, registry, replay),
         _ if replay => {}
         Event::Online { name, room } => {
-            for told in registry.remote_move(&name, room.as_deref(), "join", true) {
+            for told in registry.remote_move(name, room.as_deref(), "join", true) {
                 told.deliver();
             }
         }
         Event::Move { name, room, .. } => {
-            for told in registry.remote_move(&name, room.as_deref(), "join", false) {
+            for told in registry.remote_move(name, room.as_deref(), "join", false) {
                 told.deliver();
             }
         }
         Event::Quit { name, .. } => {
-            if let Some(told) = registry.remote_quit(&name) {
+            if let Some(told) = registry.remote_quit(name) {
                 told.deliver();
             }
         }
         Event::Takeover { name, node } => {
-            if node == side.cluster.node {
-                if let Some(taken) = registry.lose_name(&name) {
+            if *node == side.cluster.node {
+                if let Some(taken) = registry.lose_name(name) {
                     log::info!(
                         "{name} logged in again on another node; closing their connection here (thread {})",
                         taken.id
@@ -896,10 +876,84 @@ fn deliver_logged(
                         told.deliver();
                     }
                 }
-            } else if let Some(told) = registry.remote_quit(&name) {
+            } else if let Some(told) = registry.remote_quit(name) {
                 told.deliver();
             }
         }
+    }
+}
+
+/// A room message of the log as its room's members are given it, with
+/// its room: `line` is its chat line.
+fn logged_message<'a>(logged: &'a Logged, line: &'a Line) -> Option<(RoomMessage<'a>, &'a str)> {
+    let Event::Say {
+        id,
+        room,
+        from,
+        text,
+        ..
+    } = &logged.entry.event
+    else {
+        return None;
+    };
+    let (from_id, outbox) = match &logged.mine {
+        Some(Mine::Say { from_id, from }) => (*from_id, Some(from)),
+        _ => (ClientId::MAX, None),
+    };
+    let message = RoomMessage {
+        id: *id,
+        line,
+        from_id,
+        from: outbox,
+        said: Some(Said { sender: from, text }),
+    };
+    Some((message, room))
+}
+
+/// Hands written entries of the log to this node's clients, in order; the
+/// messages of a run of them to one room go together
+/// ([`Registry::deliver_run`]).
+fn deliver_all_logged(
+    side: &ClusterSide,
+    clocks: &mut format::Clocks,
+    entries: &[Logged],
+    registry: &Registry,
+) {
+    let _held = Outbox::hold_handovers();
+    // The chat line of each room message (none for the rest, or for a
+    // message whose time cannot be read, which deliver_logged reports).
+    let lines: Vec<Option<Line>> = entries
+        .iter()
+        .map(|logged| match &logged.entry.event {
+            Event::Say { time, .. } => {
+                let message = logged.entry.event.message()?;
+                Some(format::chat_at(clocks.of_stamp(time)?, &message))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut run = Vec::new();
+    let mut at = 0;
+    while at < entries.len() {
+        let first = lines[at]
+            .as_ref()
+            .and_then(|line| logged_message(&entries[at], line));
+        let Some((first, room)) = first else {
+            deliver_logged(side, clocks, &entries[at], registry);
+            at += 1;
+            continue;
+        };
+        run.clear();
+        run.push(first);
+        at += 1;
+        while let Some(line) = lines.get(at).and_then(Option::as_ref)
+            && let Some((next, next_room)) = logged_message(&entries[at], line)
+            && next_room == room
+        {
+            run.push(next);
+            at += 1;
+        }
+        registry.deliver_run(room, &run);
     }
 }
 
@@ -1057,6 +1111,77 @@ enum Prepared {
         received: Line,
         sent: Line,
     },
+}
+
+/// A written room message as its room's members are given it, with its
+/// room.
+fn room_message<'a>(
+    request: &'a Request,
+    line: &'a Prepared,
+) -> Option<(RoomMessage<'a>, &'a str)> {
+    let (
+        Request::Say {
+            room,
+            sender,
+            text,
+            from_id,
+            from,
+        },
+        Prepared::Chat(id, line),
+    ) = (request, line)
+    else {
+        return None;
+    };
+    let message = RoomMessage {
+        id: *id,
+        line,
+        from_id: *from_id,
+        from: Some(from),
+        said: Some(Said { sender, text }),
+    };
+    Some((message, room))
+}
+
+/// Hands a written batch to its recipients, in order (`lines` holds what
+/// each request is delivered as); the messages of a run of them to one
+/// room go together ([`Registry::deliver_run`]). Leaves both empty.
+fn deliver_all(
+    batch: &mut Vec<Request>,
+    lines: &mut Vec<Prepared>,
+    fate: Fate,
+    registry: &Registry,
+) {
+    let _held = Outbox::hold_handovers();
+    let mut at = 0;
+    while at < batch.len() {
+        if fate == Fate::Saved
+            && let Some((first, room)) = room_message(&batch[at], &lines[at])
+        {
+            let mut end = at + 1;
+            while end < batch.len()
+                && room_message(&batch[end], &lines[end]).is_some_and(|(_, r)| r == room)
+            {
+                end += 1;
+            }
+            if end == at + 1 {
+                registry.deliver_run(room, std::slice::from_ref(&first));
+            } else {
+                let run: Vec<RoomMessage<'_>> = (at..end)
+                    .filter_map(|k| room_message(&batch[k], &lines[k]).map(|(m, _)| m))
+                    .collect();
+                registry.deliver_run(room, &run);
+            }
+            at = end;
+            continue;
+        }
+        // Taken out; the batch is emptied below.
+        let request = std::mem::replace(&mut batch[at], Request::Stop);
+        let line = std::mem::replace(&mut lines[at], Prepared::Nothing);
+        deliver(request, line, fate, registry);
+        at += 1;
+    }
+    batch.clear();
+    lines.clear();
 }
 
 /// Hands one written request to its recipients.
