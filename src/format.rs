@@ -11,7 +11,6 @@ use std::fmt::Display;
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Local, SecondsFormat, TimeZone};
-use serde::Serialize;
 use serde_json::json;
 
 use crate::rows::Message;
@@ -44,10 +43,12 @@ pub struct Line(Arc<Rendered>);
 
 #[derive(Debug)]
 struct Rendered {
-    /// Human text: zero or more lines, each ending in `\n`.
-    text: Box<str>,
-    /// One JSON object and `\n`, or empty when JSON clients get nothing.
-    json: Box<str>,
+    /// The human text (zero or more lines, each ending in `\n`), then the
+    /// JSON rendering (one object and `\n`, or empty when JSON clients get
+    /// nothing): one allocation for both.
+    both: String,
+    /// Where the JSON rendering starts in `both`.
+    split: usize,
     /// The bytes of a transport that frames events its own way (WebSocket),
     /// made once, the first time one of its clients needs them, and shared
     /// by every recipient like the two renderings above.
@@ -58,7 +59,7 @@ struct Rendered {
 
 impl PartialEq for Rendered {
     fn eq(&self, other: &Self) -> bool {
-        self.text == other.text && self.json == other.json
+        self.split == other.split && self.both == other.both
     }
 }
 
@@ -66,17 +67,24 @@ impl Eq for Rendered {}
 
 impl Line {
     /// A line from its two renderings (each empty or ending in `\n`).
-    pub fn new(text: impl Into<Box<str>>, json: impl Into<Box<str>>) -> Line {
-        let text = text.into();
-        let json: Box<str> = json.into();
+    pub fn new(text: impl AsRef<str>, json: impl AsRef<str>) -> Line {
+        let (text, json) = (text.as_ref(), json.as_ref());
+        let mut both = String::with_capacity(text.len() + json.len());
+        both.push_str(text);
+        both.push_str(json);
+        let json_lines = json.bytes().filter(|&b| b == b'\n').count();
+        Line::of_both(both, text.len(), json_lines)
+    }
+
+    /// A line from both renderings in one string, the JSON one from `split`
+    /// on, holding `json_lines` lines.
+    fn of_both(both: String, split: usize, json_lines: usize) -> Line {
         // A frame replaces each JSON line's `\n` with its header, so the
         // framed rendering, made later, never weighs more than this.
-        let weight = text
-            .len()
-            .max(json.len() + FRAME_OVERHEAD * json.matches('\n').count());
+        let weight = split.max(both.len() - split + FRAME_OVERHEAD * json_lines);
         Line(Arc::new(Rendered {
-            text,
-            json,
+            both,
+            split,
             framed: OnceLock::new(),
             weight,
         }))
@@ -87,8 +95,8 @@ impl Line {
     pub fn framed_only(bytes: impl Into<Box<[u8]>>) -> Line {
         let bytes = bytes.into();
         Line(Arc::new(Rendered {
-            text: "".into(),
-            json: "".into(),
+            both: String::new(),
+            split: 0,
             weight: bytes.len(),
             framed: OnceLock::from(bytes),
         }))
@@ -98,22 +106,28 @@ impl Line {
     /// first time it is asked for, then kept: one encoding per event,
     /// whatever the number of recipients.
     pub fn framed(&self, frame: impl FnOnce(&str) -> Box<[u8]>) -> &[u8] {
-        self.0.framed.get_or_init(|| frame(&self.0.json))
+        self.0.framed.get_or_init(|| frame(self.json()))
     }
 
     /// A line from human text (without `\n`) and a JSON value.
     fn of(text: impl Display, json: serde_json::Value) -> Line {
-        Line::new(format!("{text}\n"), format!("{json}\n"))
+        use std::fmt::Write as _;
+        let mut both = String::new();
+        let _ = writeln!(both, "{text}");
+        let split = both.len();
+        // Compact: no line breaks inside.
+        let _ = writeln!(both, "{json}");
+        Line::of_both(both, split, 1)
     }
 
     /// The human rendering.
     pub fn text(&self) -> &str {
-        &self.0.text
+        &self.0.both[..self.0.split]
     }
 
     /// The JSON rendering.
     pub fn json(&self) -> &str {
-        &self.0.json
+        &self.0.both[self.0.split..]
     }
 
     /// The rendering for a client in JSON mode or not.
@@ -142,32 +156,201 @@ pub fn file_time(time: &DateTime<Local>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, false)
 }
 
-#[derive(Serialize)]
-struct MessageJson<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: u64,
-    time: &'a str,
-    room: &'a str,
-    from: &'a str,
-    text: &'a str,
+/// A clock as chat lines show it (`12:00:01`), made once and used for every
+/// line of the same second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clock(String);
+
+impl Clock {
+    /// The [`clock`] of `time`.
+    pub fn of<Tz: TimeZone>(time: &DateTime<Tz>) -> Clock
+    where
+        Tz::Offset: Display,
+    {
+        Clock(clock(time).to_string())
+    }
+
+    /// As shown.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-#[derive(Serialize)]
-struct WhisperJson<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: u64,
-    time: &'a str,
-    from: &'a str,
-    to: &'a str,
-    text: &'a str,
+/// The clocks of stored timestamps (RFC 3339, as `messages.csv` and the
+/// cluster's log have them): the last one is kept and used again for every
+/// timestamp of the same second and offset, so that a timestamp is read
+/// and its clock formatted once a second, not once a message.
+#[derive(Debug, Default)]
+pub struct Clocks {
+    /// The kept timestamp up to its seconds, and what follows its fraction.
+    second: String,
+    zone: String,
+    /// The kept clock, if `second` and `zone` name it.
+    clock: Option<Clock>,
 }
 
-fn json_line(value: &impl Serialize) -> String {
-    let mut out = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
-    out.push('\n');
-    out
+impl Clocks {
+    /// The clock of `stamp`; `None` if it is no RFC 3339 timestamp.
+    pub fn of_stamp(&mut self, stamp: &str) -> Option<&Clock> {
+        let key = second_of(stamp);
+        let kept = self.clock.is_some()
+            && key.is_some_and(|(second, zone)| self.second == second && self.zone == zone);
+        if !kept {
+            let time = DateTime::parse_from_rfc3339(stamp).ok()?;
+            self.second.clear();
+            self.zone.clear();
+            let clock = Clock::of(&time);
+            match key {
+                Some((second, zone)) => {
+                    self.second.push_str(second);
+                    self.zone.push_str(zone);
+                    self.clock = Some(clock);
+                }
+                None => {
+                    // Not one to keep: this one's clock, forgotten next time.
+                    self.clock = None;
+                    return Some(self.clock.insert(clock));
+                }
+            }
+        }
+        self.clock.as_ref()
+    }
+}
+
+/// A timestamp's part up to its seconds and its part after the fraction of a
+/// second (`2026-11-21T12:00:01` and `+00:00` of
+/// `2026-11-21T12:00:01.500+00:00`): two timestamps that agree on both are
+/// in the same second and have the same clock. `None` for a timestamp of
+/// another shape (no fraction, or one of more than 9 digits).
+fn second_of(stamp: &str) -> Option<(&str, &str)> {
+    let bytes = stamp.as_bytes();
+    if bytes.get(19) != Some(&b'.') {
+        return None;
+    }
+    let digits = bytes[20..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if !(1..=9).contains(&digits) {
+        return None;
+    }
+    Some((&stamp[..19], &stamp[20 + digits..]))
+}
+
+/// Appends `value` as a JSON string, quoted and escaped exactly as
+/// `serde_json` does (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and
+/// `\u00xx` for the other control characters).
+fn push_json_str(out: &mut String, value: &str) {
+    out.push('"');
+    let bytes = value.as_bytes();
+    // Most text needs no escape at all: looked for without a branch a byte.
+    let plain = bytes.iter().fold(true, |plain, &b| {
+        plain & (b >= 0x20 && b != b'"' && b != b'\\')
+    });
+    if plain {
+        out.push_str(value);
+    } else {
+        let mut run = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let short = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                0x08 => "\\b",
+                0x0C => "\\f",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..0x20 => "",
+                _ => continue,
+            };
+            // Escaped bytes are ASCII: the runs between them are whole
+            // characters.
+            out.push_str(&value[run..i]);
+            run = i + 1;
+            if short.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xF)]));
+            } else {
+                out.push_str(short);
+            }
+        }
+        out.push_str(&value[run..]);
+    }
+    out.push('"');
+}
+
+/// Appends a number as JSON has it.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Bytes a message's two renderings take, about (escapes may add some).
+fn message_size(message: &Message<'_>) -> usize {
+    2 * (message.from.len() + message.text.len() + message.to.len())
+        + message.time.len()
+        + message.room.len()
+        + 128
+}
+
+/// Appends the JSON event of a stored room message (or, `whisper`, of a
+/// whisper) and its `\n`: the fields in the order `serde_json` gives a
+/// struct of them.
+fn push_message_json(out: &mut String, message: &Message<'_>, whisper: bool) {
+    out.push_str(if whisper {
+        "{\"type\":\"whisper\",\"id\":"
+    } else {
+        "{\"type\":\"message\",\"id\":"
+    });
+    push_u64(out, message.id);
+    out.push_str(",\"time\":");
+    push_json_str(out, message.time);
+    if whisper {
+        out.push_str(",\"from\":");
+        push_json_str(out, message.from);
+        out.push_str(",\"to\":");
+        push_json_str(out, message.to);
+    } else {
+        out.push_str(",\"room\":");
+        push_json_str(out, message.room);
+        out.push_str(",\"from\":");
+        push_json_str(out, message.from);
+    }
+    out.push_str(",\"text\":");
+    push_json_str(out, message.text);
+    out.push_str("}\n");
+}
+
+/// A message line: `[CLOCK] HOW FROM: TEXT` and its JSON event, in one
+/// string made once.
+fn message_line(clock: &Clock, how: &[&str], message: &Message<'_>, whisper: bool) -> Line {
+    let mut both = String::with_capacity(message_size(message));
+    both.push('[');
+    both.push_str(clock.as_str());
+    both.push_str("] ");
+    for part in how {
+        both.push_str(part);
+    }
+    both.push_str(message.from);
+    both.push_str(": ");
+    both.push_str(message.text);
+    both.push('\n');
+    let split = both.len();
+    push_message_json(&mut both, message, whisper);
+    Line::of_both(both, split, 1)
 }
 
 /// A room message as everyone in the room sees it: `[12:00:01] alice: hi`.
@@ -175,34 +358,26 @@ pub fn chat<Tz: TimeZone>(time: &DateTime<Tz>, message: &Message<'_>) -> Line
 where
     Tz::Offset: Display,
 {
-    Line::new(
-        format!("[{}] {}: {}\n", clock(time), message.from, message.text),
-        message_json(message),
-    )
+    chat_at(&Clock::of(time), message)
+}
+
+/// [`chat`] with its clock made already.
+pub fn chat_at(clock: &Clock, message: &Message<'_>) -> Line {
+    message_line(clock, &[], message, false)
 }
 
 /// A room message's JSON event, the same live, in a history page and in search
 /// results.
 fn message_json(message: &Message<'_>) -> String {
-    json_line(&MessageJson {
-        kind: "message",
-        id: message.id,
-        time: message.time,
-        room: message.room,
-        from: message.from,
-        text: message.text,
-    })
+    let mut out = String::with_capacity(message_size(message));
+    push_message_json(&mut out, message, false);
+    out
 }
 
 fn whisper_json(message: &Message<'_>) -> String {
-    json_line(&WhisperJson {
-        kind: "whisper",
-        id: message.id,
-        time: message.time,
-        from: message.from,
-        to: message.to,
-        text: message.text,
-    })
+    let mut out = String::with_capacity(message_size(message));
+    push_message_json(&mut out, message, true);
+    out
 }
 
 /// A whisper as its recipient sees it: `[12:00:01] (whisper) alice: psst`.
@@ -210,15 +385,12 @@ pub fn whisper_received<Tz: TimeZone>(time: &DateTime<Tz>, message: &Message<'_>
 where
     Tz::Offset: Display,
 {
-    Line::new(
-        format!(
-            "[{}] (whisper) {}: {}\n",
-            clock(time),
-            message.from,
-            message.text
-        ),
-        whisper_json(message),
-    )
+    whisper_received_at(&Clock::of(time), message)
+}
+
+/// [`whisper_received`] with its clock made already.
+pub fn whisper_received_at(clock: &Clock, message: &Message<'_>) -> Line {
+    message_line(clock, &["(whisper) "], message, true)
 }
 
 /// A whisper as its sender sees it: `[12:00:01] (whisper to bob) alice: psst`.
@@ -226,16 +398,12 @@ pub fn whisper_sent<Tz: TimeZone>(time: &DateTime<Tz>, message: &Message<'_>) ->
 where
     Tz::Offset: Display,
 {
-    Line::new(
-        format!(
-            "[{}] (whisper to {}) {}: {}\n",
-            clock(time),
-            message.to,
-            message.from,
-            message.text
-        ),
-        whisper_json(message),
-    )
+    whisper_sent_at(&Clock::of(time), message)
+}
+
+/// [`whisper_sent`] with its clock made already.
+pub fn whisper_sent_at(clock: &Clock, message: &Message<'_>) -> Line {
+    message_line(clock, &["(whisper to ", message.to, ") "], message, true)
 }
 
 /// A line about state: `* alice joined #general`.
@@ -820,6 +988,157 @@ mod tests {
             parse(users_line.json())["users"][0]["room"],
             serde_json::Value::Null
         );
+    }
+
+    #[derive(serde::Serialize)]
+    struct MessageJson<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        id: u64,
+        time: &'a str,
+        room: &'a str,
+        from: &'a str,
+        text: &'a str,
+    }
+
+    #[derive(serde::Serialize)]
+    struct WhisperJson<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        id: u64,
+        time: &'a str,
+        from: &'a str,
+        to: &'a str,
+        text: &'a str,
+    }
+
+    /// Texts with every ASCII byte, quotes, backslashes and non-ASCII.
+    fn awkward_texts() -> Vec<String> {
+        let mut texts: Vec<String> = [
+            "",
+            "plain",
+            "quote \" and \\ and ✓",
+            "\"",
+            "\\\\\"\"",
+            "tab\there\r\nend\u{0}\u{7f}\u{1f}\u{8}\u{c}",
+            "ünïcødé — 🎉 \u{2028}\u{2029}",
+            "trailing \\",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        texts.push((0u8..0x80).map(char::from).collect());
+        texts.push((0u8..0x80).rev().map(char::from).collect());
+        texts
+    }
+
+    #[test]
+    fn message_json_is_what_serde_json_makes_of_the_message() {
+        for text in awkward_texts() {
+            for id in [0, 7, 10, 1234567890, u64::MAX] {
+                let m = Message {
+                    id,
+                    time: "2026-11-21T12:00:01.500+00:00",
+                    room: "gen\"eral",
+                    from: &text,
+                    to: "b\\ob",
+                    text: &text,
+                };
+                let want = serde_json::to_string(&MessageJson {
+                    kind: "message",
+                    id,
+                    time: m.time,
+                    room: m.room,
+                    from: m.from,
+                    text: m.text,
+                })
+                .unwrap()
+                    + "\n";
+                assert_eq!(message_json(&m), want);
+                assert_eq!(chat(&noon(), &m).json(), want);
+                let want = serde_json::to_string(&WhisperJson {
+                    kind: "whisper",
+                    id,
+                    time: m.time,
+                    from: m.from,
+                    to: m.to,
+                    text: m.text,
+                })
+                .unwrap()
+                    + "\n";
+                assert_eq!(whisper_json(&m), want);
+                assert_eq!(whisper_received(&noon(), &m).json(), want);
+                assert_eq!(whisper_sent(&noon(), &m).json(), want);
+            }
+        }
+    }
+
+    #[test]
+    fn message_lines_read_clock_sender_and_text() {
+        for text in awkward_texts() {
+            let mut m = message(&text);
+            m.to = "bob";
+            let clock = clock(&noon()).to_string();
+            assert_eq!(
+                chat(&noon(), &m).text(),
+                format!("[{clock}] alice: {text}\n")
+            );
+            assert_eq!(
+                whisper_received(&noon(), &m).text(),
+                format!("[{clock}] (whisper) alice: {text}\n")
+            );
+            assert_eq!(
+                whisper_sent(&noon(), &m).text(),
+                format!("[{clock}] (whisper to bob) alice: {text}\n")
+            );
+            let line = chat(&noon(), &m);
+            assert_eq!(
+                line.weight(),
+                line.text().len().max(line.json().len() + FRAME_OVERHEAD)
+            );
+            assert_eq!(line, Line::new(line.text(), line.json()));
+        }
+    }
+
+    #[test]
+    fn kept_clocks_are_the_clocks_of_their_timestamps() {
+        let stamps = [
+            "2026-11-21T12:00:01.500+00:00",
+            "2026-11-21T12:00:01.999+00:00",
+            "2026-11-21T12:00:01.000+00:00",
+            "2026-11-21T12:00:01.5+00:00",
+            "2026-11-21T12:00:01.500+05:30",
+            "2026-11-21T12:00:01.500-08:00",
+            "2026-11-21T12:00:02.001+00:00",
+            "2026-11-21T12:00:01+00:00",
+            "2026-11-21T12:00:01.+00:00",
+            "2026-11-21T12:00:01.500Z",
+            "2026-11-21T23:59:60.500+00:00",
+            "2026-11-21T12:00:01.1234567891+00:00",
+            "2026-11-21 12:00:01.500+00:00",
+            "not a time",
+            "2026-11-21T12:00:01.500+00:00",
+        ];
+        let mut clocks = Clocks::default();
+        for _ in 0..2 {
+            for stamp in stamps {
+                let want = DateTime::parse_from_rfc3339(stamp)
+                    .ok()
+                    .map(|t| Clock::of(&t));
+                assert_eq!(clocks.of_stamp(stamp).cloned(), want, "{stamp}");
+            }
+        }
+    }
+
+    #[test]
+    fn lines_made_of_two_renderings_keep_them_apart() {
+        let line = Line::new("two\nlines\n", "{}\n{}\n");
+        assert_eq!((line.text(), line.json()), ("two\nlines\n", "{}\n{}\n"));
+        assert_eq!(line.weight(), 6 + 2 * FRAME_OVERHEAD);
+        let empty = Line::new("", "");
+        assert_eq!((empty.text(), empty.json(), empty.weight()), ("", "", 0));
+        assert_eq!(notice("x").text(), "* x\n");
+        assert_eq!(notice("x").json(), "{\"type\":\"notice\",\"text\":\"x\"}\n");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The rules for user names and room names.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::wire::is_forbidden;
@@ -64,6 +65,19 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
 /// without regard to case.
 pub fn fold(name: &str) -> String {
     name.to_lowercase()
+}
+
+/// [`fold`], without a copy when the name is folded already (ASCII without
+/// capitals, the common case): for looking up, where no key is kept.
+pub fn folded(name: &str) -> Cow<'_, str> {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(fold(name))
+    }
 }
 
 /// Why a room name was refused.
@@ -141,6 +155,17 @@ mod tests {
     #[test]
     fn names_fold_without_case() {
         assert_eq!(fold("Alice"), fold("aLICE"));
+    }
+
+    #[test]
+    fn folded_is_fold_and_copies_only_what_changes() {
+        for name in [
+            "alice", "Alice", "ÄLICE", "ärger", "o'neil", "ΣΑΣ", "", "x_9-",
+        ] {
+            assert_eq!(folded(name), fold(name), "{name}");
+        }
+        assert!(matches!(folded("alice_2"), Cow::Borrowed(_)));
+        assert!(matches!(folded("Alice"), Cow::Owned(_)));
     }
 
     #[test]

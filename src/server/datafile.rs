@@ -103,7 +103,24 @@ pub struct DataFile {
     /// Its writes and syncs are timed for the metrics (`messages.csv`).
     timed: bool,
     /// The batch being gathered.
-    pub rows: csv::Writer<Vec<u8>>,
+    pub rows: csv::Writer<Rows>,
+}
+
+/// The bytes of the rows of a batch being gathered. Taken out whole
+/// ([`DataFile::take_rows`]) and given back emptied
+/// ([`DataFile::give_back`]), so that one buffer serves batch after batch.
+#[derive(Debug, Default)]
+pub struct Rows(std::cell::RefCell<Vec<u8>>);
+
+impl Write for Rows {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.get_mut().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl DataFile {
@@ -174,11 +191,22 @@ impl DataFile {
         self.damaged.as_deref()
     }
 
-    /// Takes the rows gathered since the last call, as bytes.
+    /// Takes the rows gathered since the last call, as bytes (to be given
+    /// back with [`give_back`](DataFile::give_back) once written).
     pub fn take_rows(&mut self) -> Vec<u8> {
-        let rows = std::mem::replace(&mut self.rows, batch_writer());
         // Into memory: cannot fail.
-        rows.into_inner().unwrap_or_default()
+        let _ = self.rows.flush();
+        std::mem::take(&mut *self.rows.get_ref().0.borrow_mut())
+    }
+
+    /// Gives back the buffer [`take_rows`](DataFile::take_rows) returned,
+    /// for the next batch's rows (its bytes are dropped, its room kept).
+    pub fn give_back(&mut self, mut bytes: Vec<u8>) {
+        let mut rows = self.rows.get_ref().0.borrow_mut();
+        if rows.is_empty() && rows.capacity() < bytes.capacity() {
+            bytes.clear();
+            *rows = bytes;
+        }
     }
 
     /// Writes `bytes` (whole rows) as one batch and syncs it. On failure the
@@ -346,11 +374,11 @@ fn sync_new(file: &File, path: &Path) {
     }
 }
 
-/// A CSV writer into memory, for one batch's rows.
-fn batch_writer() -> csv::Writer<Vec<u8>> {
+/// A CSV writer into memory, for the rows of batch after batch.
+fn batch_writer() -> csv::Writer<Rows> {
     csv::WriterBuilder::new()
         .has_headers(false)
-        .from_writer(Vec::with_capacity(16 * 1024))
+        .from_writer(Rows(std::cell::RefCell::new(Vec::with_capacity(16 * 1024))))
 }
 
 #[cfg(test)]

@@ -120,16 +120,7 @@ impl Outbox {
         }
         let weight = line.weight();
         if queue.bytes + weight > shared.limit {
-            log::warn!(
-                "dropping client {}: it stopped reading ({} bytes waiting)",
-                shared.token,
-                queue.bytes
-            );
-            queue.end = End::Overflow;
-            crate::server::metrics::metrics().slow_readers_dropped.inc();
-            self.schedule(queue);
-            // Wake the client's reader so that it leaves its room at once.
-            shared.output.shutdown(Shutdown::Read);
+            self.overflow(queue);
             return false;
         }
         queue.lines.push_back(line);
@@ -138,13 +129,79 @@ impl Outbox {
         true
     }
 
-    /// Hands the client to its flusher unless it has it already.
+    /// Queues lines in order, as [`send`](Outbox::send) each would, under
+    /// one lock. Returns how many were queued: all, or those before the
+    /// client was found gone or too slow (the rest are then dropped).
+    pub fn send_all<'a>(&self, lines: impl IntoIterator<Item = &'a Line>) -> usize {
+        let shared = &self.shared;
+        let mut queue = lock(&shared.queue);
+        if queue.end != End::Open || queue.finished {
+            return 0;
+        }
+        let mut sent = 0;
+        for line in lines {
+            let weight = line.weight();
+            if queue.bytes + weight > shared.limit {
+                self.overflow(queue);
+                return sent;
+            }
+            queue.lines.push_back(line.clone());
+            queue.bytes += weight;
+            sent += 1;
+        }
+        if sent > 0 {
+            self.schedule(queue);
+        }
+        sent
+    }
+
+    /// The client is too slow: what is queued is dropped, it is told if its
+    /// socket takes it, and its connection is closed.
+    fn overflow(&self, mut queue: MutexGuard<'_, Queue>) {
+        let shared = &self.shared;
+        log::warn!(
+            "dropping client {}: it stopped reading ({} bytes waiting)",
+            shared.token,
+            queue.bytes
+        );
+        queue.end = End::Overflow;
+        crate::server::metrics::metrics().slow_readers_dropped.inc();
+        self.schedule(queue);
+        // Wake the client's reader so that it leaves its room at once.
+        shared.output.shutdown(Shutdown::Read);
+    }
+
+    /// Hands the client to its flusher unless it has it already (or, while
+    /// this thread holds hand-overs back, once it lets them go).
     fn schedule(&self, mut queue: MutexGuard<'_, Queue>) {
         if !queue.scheduled {
             queue.scheduled = true;
             drop(queue);
-            self.shared.flusher.ready(Arc::clone(&self.shared));
+            let shared = Arc::clone(&self.shared);
+            if let Some(shared) = Held::keep(shared) {
+                let flusher = Arc::clone(&shared.flusher);
+                flusher.ready(shared);
+            }
         }
+    }
+
+    /// Holds back this thread's hand-overs of outboxes to their flushers
+    /// until the returned guard is dropped, then hands them all over at
+    /// once: one lock and at most one wake-up per flusher, instead of one
+    /// each time an idle outbox is sent a line. For a thread that sends many
+    /// lines to many outboxes in a row (the store delivering a batch); the
+    /// lines are queued at once as always, and go out in the same order.
+    /// While one guard is alive, more do nothing.
+    pub fn hold_handovers() -> Held {
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            let first = !held.holding;
+            held.holding = true;
+            Held {
+                first,
+                _not_send: std::marker::PhantomData,
+            }
+        })
     }
 
     /// Sends what is queued, then closes the sending side of the connection.
@@ -180,6 +237,73 @@ impl Outbox {
     /// line already partly written is finished in its rendering first.
     pub fn set_json(&self, json: bool) {
         lock(&self.shared.queue).wanted_json = json;
+    }
+}
+
+/// The hand-overs a thread holds back (see [`Outbox::hold_handovers`]).
+#[derive(Default)]
+struct HeldHandovers {
+    holding: bool,
+    outboxes: Vec<Arc<Shared>>,
+}
+
+thread_local! {
+    static HELD: std::cell::RefCell<HeldHandovers> = std::cell::RefCell::default();
+}
+
+/// Hand-overs held back until this is dropped: see
+/// [`Outbox::hold_handovers`].
+pub struct Held {
+    /// The guard that started holding (the one that lets go).
+    first: bool,
+    /// Held per thread: the guard stays on the thread that made it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Held {
+    /// Keeps `shared` for later if this thread holds hand-overs back;
+    /// otherwise gives it back, to hand over now.
+    fn keep(shared: Arc<Shared>) -> Option<Arc<Shared>> {
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            if held.holding {
+                held.outboxes.push(shared);
+                None
+            } else {
+                Some(shared)
+            }
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.first {
+            return;
+        }
+        let mut outboxes = HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            held.holding = false;
+            std::mem::take(&mut held.outboxes)
+        });
+        // Per flusher, in the order they were made ready.
+        while let Some(first) = outboxes.first() {
+            let flusher = Arc::clone(&first.flusher);
+            let mut ready = lock(&flusher.ready);
+            let was_empty = ready.is_empty();
+            ready.extend(outboxes.extract_if(.., |shared| Arc::ptr_eq(&shared.flusher, &flusher)));
+            drop(ready);
+            if was_empty {
+                flusher.wake_up();
+            }
+        }
+        // The list's room is kept for the next time.
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            if held.outboxes.is_empty() {
+                held.outboxes = outboxes;
+            }
+        });
     }
 }
 
@@ -664,6 +788,77 @@ mod tests {
                 r#"{"type":"notice","text":"yes"}"#
             ]
         );
+        flushers.stop();
+    }
+
+    #[test]
+    fn lines_sent_together_arrive_in_order_after_those_sent_before() {
+        let flushers = Flushers::start(1).unwrap();
+        let (server, client) = pair();
+        let outbox = flushers.outbox(server, 1 << 20, 1).unwrap();
+        outbox.send(format::notice("first"));
+        let lines: Vec<Line> = (0..100)
+            .map(|i| format::notice(format_args!("line {i}")))
+            .collect();
+        assert_eq!(outbox.send_all(&lines), 100);
+        assert_eq!(outbox.send_all(&[]), 0);
+        outbox.send(format::notice("last"));
+        outbox.close();
+        assert_eq!(outbox.send_all(&lines), 0);
+        let got: Vec<String> = BufReader::new(client).lines().map(Result::unwrap).collect();
+        let mut want = vec!["* first".to_string()];
+        want.extend((0..100).map(|i| format!("* line {i}")));
+        want.push("* last".to_string());
+        assert_eq!(got, want);
+        flushers.stop();
+    }
+
+    #[test]
+    fn lines_sent_together_past_the_limit_drop_the_client() {
+        let flushers = Flushers::start(1).unwrap();
+        let (server, mut client) = pair();
+        let outbox = flushers.outbox(server, 64 * 1024, 1).unwrap();
+        let big = format::notice("x".repeat(1000));
+        let lines = vec![big; 100];
+        let sent = outbox.send_all(&lines);
+        assert!(sent < 100 && sent > 0, "{sent}");
+        assert!(outbox.is_closed());
+        let mut received = Vec::new();
+        let _ = client.read_to_end(&mut received);
+        assert!(received.len() <= (sent + 1) * 1003 + 200);
+        flushers.stop();
+    }
+
+    #[test]
+    fn held_handovers_reach_the_flushers_when_let_go() {
+        let flushers = Flushers::start(2).unwrap();
+        let clients: Vec<_> = (0..4u64)
+            .map(|token| {
+                let (server, client) = pair();
+                (flushers.outbox(server, 1 << 20, token).unwrap(), client)
+            })
+            .collect();
+        {
+            let _held = Outbox::hold_handovers();
+            {
+                // A second guard inside the first changes nothing.
+                let _inner = Outbox::hold_handovers();
+                for (outbox, _) in &clients {
+                    assert!(outbox.send(format::notice("one")));
+                }
+            }
+            for (outbox, _) in &clients {
+                assert!(HELD.with(|held| held.borrow().holding));
+                assert!(outbox.send(format::notice("two")));
+            }
+            assert_eq!(HELD.with(|held| held.borrow().outboxes.len()), 4);
+        }
+        assert!(HELD.with(|held| !held.borrow().holding && held.borrow().outboxes.is_empty()));
+        for (outbox, client) in clients {
+            outbox.close();
+            let got: Vec<String> = BufReader::new(client).lines().map(Result::unwrap).collect();
+            assert_eq!(got, ["* one", "* two"]);
+        }
         flushers.stop();
     }
 }

@@ -111,6 +111,60 @@ struct Inner {
     followers: HashSet<ClientId>,
 }
 
+impl Inner {
+    /// Records a message in room `key` (made, named `name`, if needed): its
+    /// last id, its history (`keep` lines), and for the unread counts who
+    /// said it and whom it mentions. Returns the room's members and the
+    /// new counts for those who follow them.
+    fn record(
+        &mut self,
+        reads: Option<&Reads>,
+        keep: usize,
+        key: &str,
+        name: &str,
+        message: &RoomMessage<'_>,
+    ) -> (Arc<Vec<Member>>, Vec<(Outbox, Line)>) {
+        if !self.rooms.contains_key(key) {
+            self.rooms.insert(key.to_string(), Room::new(name));
+        }
+        let Some(room) = self.rooms.get_mut(key) else {
+            return (Arc::default(), Vec::new());
+        };
+        let id = message.id;
+        room.last_id = room.last_id.max(id);
+        if keep > 0 {
+            room.history.push_back((id, message.line.clone()));
+        }
+        while room.history.len() > keep {
+            room.history.pop_front();
+        }
+        let members = Arc::clone(&room.members);
+        // Unread counts: remember the message, then tell those who follow
+        // counts and have read this room before.
+        let mut counts = Vec::new();
+        if let (Some(reads), Some(said)) = (reads, message.said) {
+            let known = reads.known();
+            let mentioned =
+                unread::mentions(said.text, |w| self.names.contains_key(w) || known.knows(w));
+            drop(known);
+            room.recent.push(id, said.sender, mentioned);
+            let room_name = Arc::clone(&room.name);
+            for client in self.followers.iter().filter_map(|f| self.clients.get(f)) {
+                let Some(name) = &client.name else { continue };
+                let Some(mark) = reads.mark_of(name, key) else {
+                    continue;
+                };
+                let (unread, mentions) = room.recent.count(&names::folded(name), mark);
+                counts.push((
+                    client.outbox.clone(),
+                    format::unread(&[(Arc::clone(&room_name), unread, mentions)], false),
+                ));
+            }
+        }
+        (members, counts)
+    }
+}
+
 /// A user connected to another node of the cluster.
 struct RemoteUser {
     name: Arc<str>,
@@ -208,6 +262,23 @@ pub struct Said<'a> {
     pub sender: &'a str,
     /// What was said.
     pub text: &'a str,
+}
+
+/// A room message on its way to the room's members: see
+/// [`Registry::deliver_run`].
+#[derive(Clone, Copy)]
+pub struct RoomMessage<'a> {
+    /// Its id.
+    pub id: u64,
+    /// As it is sent.
+    pub line: &'a Line,
+    /// The sender's connection (`ClientId::MAX`: none here).
+    pub from_id: ClientId,
+    /// The sender's outbox, which is given the line wherever the sender is
+    /// now; none: no own copy to give.
+    pub from: Option<&'a Outbox>,
+    /// Who said what, for the unread counts.
+    pub said: Option<Said<'a>>,
 }
 
 /// A connection whose name another login took over.
@@ -615,46 +686,19 @@ impl Registry {
         sender: ClientId,
         said: Option<Said<'_>>,
     ) -> usize {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let key = names::fold(room);
-        let room = inner
-            .rooms
-            .entry(key.clone())
-            .or_insert_with(|| Room::new(room));
-        room.last_id = room.last_id.max(id);
+        let message = RoomMessage {
+            id,
+            line: &line,
+            from_id: sender,
+            from: None,
+            said,
+        };
         let keep = self.history.load(Ordering::Relaxed);
-        if keep > 0 {
-            room.history.push_back((id, line.clone()));
-        }
-        while room.history.len() > keep {
-            room.history.pop_front();
-        }
-        let members = Arc::clone(&room.members);
-        // Unread counts: remember the message, then tell those who follow
-        // counts and have read this room before.
-        let mut counts = Vec::new();
-        if let (Some(reads), Some(said)) = (&self.reads, said) {
-            let mentioned: Vec<String> = unread::words(said.text)
-                .into_iter()
-                .filter(|w| inner.names.contains_key(w) || reads.knows(w))
-                .collect();
-            room.recent.push(id, said.sender, mentioned);
-            let room_name = Arc::clone(&room.name);
-            for client in inner.followers.iter().filter_map(|f| inner.clients.get(f)) {
-                let Some(name) = &client.name else { continue };
-                let Some(mark) = reads.mark_of(name, &key) else {
-                    continue;
-                };
-                let (unread, mentions) = room.recent.count(&names::fold(name), mark);
-                counts.push((
-                    client.outbox.clone(),
-                    format::unread(&[(Arc::clone(&room_name), unread, mentions)], false),
-                ));
-            }
-        }
+        let key = names::folded(room);
+        let (members, counts) =
+            self.lock()
+                .record(self.reads.as_deref(), keep, &key, room, &message);
         // Queued without the lock: outboxes take their own.
-        drop(guard);
         let sent = tell(&members, sender, &line);
         // The sender's own copy comes from the store, wherever they are now.
         crate::server::metrics::metrics()
@@ -664,6 +708,72 @@ impl Registry {
             outbox.send(line);
         }
         members.len()
+    }
+
+    /// Delivers messages of one room, in order, as [`deliver_to_room`]
+    /// each followed by its sender's own copy (to `from`) would: with one
+    /// lock for them all, and each member given all its lines at once (one
+    /// lock of its outbox instead of one a line). The members are those of
+    /// one moment, as if the messages had come together. While anyone
+    /// follows unread counts, whose lines come between the messages, the
+    /// messages go one by one.
+    ///
+    /// [`deliver_to_room`]: Registry::deliver_to_room
+    pub fn deliver_run(&self, room: &str, run: &[RoomMessage<'_>]) {
+        if run.len() > 1 {
+            let keep = self.history.load(Ordering::Relaxed);
+            let key = names::folded(room);
+            let mut inner = self.lock();
+            if self.reads.is_none() || inner.followers.is_empty() {
+                let mut members = Arc::default();
+                for message in run {
+                    // No follower: no counts to send.
+                    (members, _) = inner.record(self.reads.as_deref(), keep, &key, room, message);
+                }
+                drop(inner);
+                self.tell_run(&members, run);
+                return;
+            }
+        }
+        for message in run {
+            self.deliver_to_room(
+                room,
+                message.id,
+                message.line.clone(),
+                message.from_id,
+                message.said,
+            );
+            if let Some(from) = message.from {
+                from.send(message.line.clone());
+            }
+        }
+    }
+
+    /// Queues a run of messages to the members (each its lines at once, its
+    /// own messages as their own copies), then their own copies to senders
+    /// who are no members.
+    fn tell_run(&self, members: &[Member], run: &[RoomMessage<'_>]) {
+        let mut sent = 0;
+        for member in members {
+            let own = |m: &&RoomMessage<'_>| m.from_id == member.id && m.from.is_some();
+            let lines = run
+                .iter()
+                .filter(|m| m.from_id != member.id || m.from.is_some())
+                .map(|m| m.line);
+            let queued = member.outbox.send_all(lines);
+            // As deliver_to_room counts: a sender's own copy once per message.
+            sent += queued.saturating_sub(run.iter().filter(own).count()) as u64;
+        }
+        for message in run {
+            if let Some(from) = message.from
+                && !members.iter().any(|m| m.id == message.from_id)
+            {
+                from.send(message.line.clone());
+            }
+        }
+        crate::server::metrics::metrics()
+            .deliveries
+            .inc_by(sent + run.len() as u64);
     }
 
     /// Marks `room` read by the client up to message `id`; its counts now.
@@ -1029,4 +1139,133 @@ fn tell(members: &[Member], except: ClientId, line: &Line) -> u64 {
         sent += u64::from(member.outbox.send(line.clone()));
     }
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use crate::server::outbox::Flushers;
+    use crate::server::transport::Accept;
+    use crate::server::transport::tcp::Tcp;
+
+    /// A client's outbox and the other end of its connection.
+    fn client(flushers: &Flushers, token: u64) -> (Outbox, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let reader = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        reader
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let connection = Tcp.open(server, peer, Instant::now(), 4096).unwrap();
+        let outbox = flushers
+            .outbox(connection.unwrap().output, 1 << 20, token)
+            .unwrap();
+        (outbox, reader)
+    }
+
+    /// What a client was sent, once its outbox is closed.
+    fn lines_of(outbox: &Outbox, reader: TcpStream) -> Vec<String> {
+        outbox.close();
+        BufReader::new(reader).lines().map(Result::unwrap).collect()
+    }
+
+    /// A registry with `dev` and `general`, the first three clients in
+    /// `dev`, the fourth in `general`, the fifth in the lobby; what they
+    /// were sent by then is read and dropped.
+    fn five(flushers: &Flushers, reads: bool) -> (Registry, Vec<(Outbox, TcpStream)>) {
+        let mut registry = Registry::new(Vec::new(), 10, 100);
+        if reads {
+            let dir = tempfile::tempdir().unwrap();
+            registry = registry.with_reads(Arc::new(Reads::open(dir.path())));
+        }
+        registry.ensure_room("dev");
+        registry.ensure_room("general");
+        let mut clients = Vec::new();
+        for id in 1..=5 {
+            let (outbox, reader) = client(flushers, id);
+            registry.connect(id, outbox.clone(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+            registry.claim_name(id, &format!("user{id}")).unwrap();
+            let room = match id {
+                1..=3 => Some("dev"),
+                4 => Some("general"),
+                _ => None,
+            };
+            if let Some(room) = room {
+                registry.enter(id, room, Enter::Join).unwrap();
+            }
+            clients.push((outbox, reader));
+        }
+        (registry, clients)
+    }
+
+    #[test]
+    fn a_run_reaches_everyone_as_its_messages_one_by_one_would() {
+        let flushers = Flushers::start(2).unwrap();
+        // Without unread counts, with them, and with someone following them
+        // (then the messages go one by one).
+        for (reads, follow) in [(false, false), (true, false), (true, true)] {
+            let (registry, clients) = five(&flushers, reads);
+            if follow {
+                assert!(registry.follow_unread(2).is_some());
+            }
+            let outbox = |id: usize| &clients[id - 1].0;
+            let line = |i: u64| format::notice(format_args!("m{i}"));
+            let lines: Vec<Line> = (1..=5).map(line).collect();
+            // From members, from one in another room, from one in the
+            // lobby, from another node.
+            let from = [
+                (1, Some(1)),
+                (2, Some(2)),
+                (4, Some(4)),
+                (5, Some(5)),
+                (0, None),
+            ];
+            let run: Vec<RoomMessage<'_>> = lines
+                .iter()
+                .zip(from)
+                .enumerate()
+                .map(|(i, (line, (from_id, outbox_of)))| RoomMessage {
+                    id: i as u64 + 1,
+                    line,
+                    from_id: if from_id == 0 { ClientId::MAX } else { from_id },
+                    from: outbox_of.map(|id: usize| outbox(id)),
+                    said: Some(Said {
+                        sender: "someone",
+                        text: "hi @user3",
+                    }),
+                })
+                .collect();
+            {
+                let _held = Outbox::hold_handovers();
+                registry.deliver_run("Dev", &run);
+            }
+            let got: Vec<Vec<String>> = clients
+                .into_iter()
+                .map(|(outbox, reader)| lines_of(&outbox, reader))
+                .collect();
+            let all: Vec<String> = (1..=5).map(|i| format!("* m{i}")).collect();
+            for (id, got) in got.iter().enumerate() {
+                let live: Vec<&String> = got.iter().filter(|l| l.starts_with("* m")).collect();
+                let want: Vec<&String> = match id + 1 {
+                    1..=3 => all.iter().collect(),
+                    4 => vec![&all[2]],
+                    _ => vec![&all[3]],
+                };
+                assert_eq!(live, want, "client {} ({reads}, {follow})", id + 1);
+            }
+            let inner = registry.lock();
+            let dev = &inner.rooms["dev"];
+            let ids: Vec<u64> = dev.history.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids, [1, 2, 3, 4, 5]);
+            assert_eq!(dev.last_id, 5);
+            if reads {
+                assert_eq!(dev.recent.count("user3", 0), (5, 5));
+            }
+        }
+        flushers.stop();
+    }
 }

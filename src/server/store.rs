@@ -48,7 +48,7 @@ use crate::server::lock::DirLock;
 use crate::server::metrics::metrics;
 use crate::server::moderation::{Ban, Bans, Mutes};
 use crate::server::outbox::Outbox;
-use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory, Said};
+use crate::server::registry::{Announcement, ClientId, Registry, RoomHistory, RoomMessage, Said};
 
 /// The file that remembers the next message id, so that ids carry on after
 /// `messages.csv` was archived or rotated.
@@ -263,6 +263,8 @@ pub struct Store {
     pending_rooms: Pending,
     feed: Option<Feed>,
     cluster: Option<ClusterSide>,
+    /// The clocks of the log's timestamps, read once a second.
+    clocks: format::Clocks,
     _lock: DirLock,
 }
 
@@ -364,6 +366,7 @@ impl Store {
             pending_rooms: Pending::default(),
             feed: None,
             cluster: None,
+            clocks: format::Clocks::default(),
             _lock: lock,
         };
         store.record_next_id();
@@ -474,9 +477,7 @@ impl Store {
             }
             let now = Local::now();
             let fate = self.write(&batch, &now, &mut lines);
-            for (request, line) in batch.drain(..).zip(lines.drain(..)) {
-                deliver(request, line, fate, registry);
-            }
+            deliver_all(&mut batch, &mut lines, fate, registry);
         }
         self.finish()
     }
@@ -529,6 +530,8 @@ impl Store {
         lines: &mut Vec<Prepared>,
     ) -> Fate {
         let timestamp = format::file_time(now);
+        // One clock for the whole batch, as they share one time.
+        let clock = format::Clock::of(now);
         let first_id = self.next_id;
         for request in batch {
             let mut line = Prepared::Nothing;
@@ -544,7 +547,7 @@ impl Store {
                         to: "",
                         text,
                     };
-                    line = Prepared::Chat(self.next_id, format::chat(now, &message));
+                    line = Prepared::Chat(self.next_id, format::chat_at(&clock, &message));
                     self.next_id += 1;
                     self.messages.rows.serialize(message)
                 }
@@ -569,8 +572,8 @@ impl Store {
                         text,
                     };
                     line = Prepared::Whisper {
-                        received: format::whisper_received(now, &message),
-                        sent: format::whisper_sent(now, &message),
+                        received: format::whisper_received_at(&clock, &message),
+                        sent: format::whisper_sent_at(&clock, &message),
                     };
                     self.next_id += 1;
                     self.messages.rows.serialize(message)
@@ -637,6 +640,7 @@ impl Store {
                 }
             }
         };
+        self.messages.give_back(bytes);
         self.write_side_files();
         fate
     }
@@ -662,6 +666,8 @@ impl Store {
         let mut direct: Vec<Request> = Vec::new();
         for request in batch.drain(..) {
             match request {
+                // Most often the one request of the batch: taken as it is.
+                Request::Logged(logged) if entries.is_empty() => entries = logged,
                 Request::Logged(logged) => entries.extend(logged),
                 Request::After { pos, requests } => {
                     if let Some(side) = self.cluster.as_mut() {
@@ -696,31 +702,30 @@ impl Store {
         }
         let now = Local::now();
         let fate = self.write(&ready, &now, lines);
-        for (request, line) in ready.drain(..).zip(lines.drain(..)) {
-            deliver(request, line, fate, registry);
-        }
+        deliver_all(&mut ready, lines, fate, registry);
     }
 
     /// Writes the log's entries that follow the last place written, syncs,
     /// then delivers them. If `messages.csv` cannot take them, nothing is
     /// delivered and the follower reads them again.
-    fn write_logged(&mut self, entries: Vec<Logged>, registry: &Registry) {
+    fn write_logged(&mut self, mut accepted: Vec<Logged>, registry: &Registry) {
         let Some(start) = self.cluster.as_ref().map(|side| side.last) else {
             return;
         };
         let mut last = start;
-        let mut accepted = Vec::with_capacity(entries.len());
-        for logged in entries {
-            if logged.entry.pos <= last {
-                continue;
+        let mut stopped = false;
+        accepted.retain(|logged| {
+            if stopped || logged.entry.pos <= last {
+                return false;
             }
             if !logged.entry.pos.follows(last) {
                 // The follower is being sent back to `last`; these come again.
-                break;
+                stopped = true;
+                return false;
             }
             last = logged.entry.pos;
-            accepted.push(logged);
-        }
+            true
+        });
         if accepted.is_empty() {
             return;
         }
@@ -746,15 +751,20 @@ impl Store {
             }
         }
         let bytes = self.messages.take_rows();
-        if (!bytes.is_empty() || self.messages.damaged().is_some())
-            && let Err(e) = self.messages.commit(&bytes)
-        {
+        let committed = if !bytes.is_empty() || self.messages.damaged().is_some() {
+            self.messages.commit(&bytes).map(|_| ())
+        } else {
+            Ok(())
+        };
+        self.messages.give_back(bytes);
+        if let Err(e) = committed {
             log::error!(
                 "writing {} failed: {e}; the cluster's messages after id {} are read again and written when it can take them (nothing is shown before)",
                 self.messages.name(),
                 start.msg
             );
-            let _ = self.rooms.take_rows();
+            let refused = self.rooms.take_rows();
+            self.rooms.give_back(refused);
             metrics()
                 .store_refusing
                 .set(i64::from(self.messages.damaged().is_some()));
@@ -780,19 +790,22 @@ impl Store {
             return;
         };
         side.last = last;
-        for logged in accepted {
-            deliver_logged(side, logged, registry);
-        }
+        deliver_all_logged(side, &mut self.clocks, &accepted, registry);
     }
 }
 
 /// Hands one written entry of the log to this node's clients, and keeps
 /// who is where, bans and mutes as it says.
-fn deliver_logged(side: &ClusterSide, logged: Logged, registry: &Registry) {
+fn deliver_logged(
+    side: &ClusterSide,
+    clocks: &mut format::Clocks,
+    logged: &Logged,
+    registry: &Registry,
+) {
     let own = logged.entry.node == side.cluster.node;
     let replay = logged.replay;
     if let Some(message) = logged.entry.event.message() {
-        let Ok(stamp) = DateTime::parse_from_rfc3339(message.time) else {
+        let Some(clock) = clocks.of_stamp(message.time) else {
             log::error!(
                 "message {} of the cluster's log has the time {:?}; not shown",
                 message.id,
@@ -802,68 +815,54 @@ fn deliver_logged(side: &ClusterSide, logged: Logged, registry: &Registry) {
         };
         if let Event::Whisper { .. } = logged.entry.event {
             if !replay && let Some((_, outbox)) = registry.find(message.to) {
-                outbox.send(format::whisper_received(&stamp, &message));
+                outbox.send(format::whisper_received_at(clock, &message));
             }
-            if let Some(Mine::Whisper { from }) = logged.mine {
-                from.send(format::whisper_sent(&stamp, &message));
+            if let Some(Mine::Whisper { from }) = &logged.mine {
+                from.send(format::whisper_sent_at(clock, &message));
             }
             return;
         }
-        let line = format::chat(&stamp, &message);
-        let (from_id, outbox) = match logged.mine {
-            Some(Mine::Say { from_id, from }) => (from_id, Some(from)),
-            _ => (ClientId::MAX, None),
-        };
-        registry.deliver_to_room(
-            message.room,
-            message.id,
-            line.clone(),
-            from_id,
-            Some(Said {
-                sender: message.from,
-                text: message.text,
-            }),
-        );
-        if let Some(outbox) = outbox {
-            outbox.send(line);
+        let line = format::chat_at(clock, &message);
+        if let Some(message) = logged_message(logged, &line) {
+            registry.deliver_run(message.1, std::slice::from_ref(&message.0));
         }
         return;
     }
-    match logged.entry.event {
+    match &logged.entry.event {
         // Handled above.
         Event::Say { .. } | Event::Whisper { .. } => {}
         // This node did the rest itself when it asked for it.
         _ if own => {}
         Event::Create { room, creator, .. } => {
-            if registry.room_named(&room).is_none() {
-                registry.ensure_room(&room);
+            if registry.room_named(room).is_none() {
+                registry.ensure_room(room);
                 if !replay {
                     registry
-                        .to_everyone(format::room_created(&room, &creator))
+                        .to_everyone(format::room_created(room, creator))
                         .deliver();
                 }
             }
         }
-        Event::Moderate(m) => moderate(side, &m, registry, replay),
+        Event::Moderate(m) => moderate(side, m, registry, replay),
         _ if replay => {}
         Event::Online { name, room } => {
-            for told in registry.remote_move(&name, room.as_deref(), "join", true) {
+            for told in registry.remote_move(name, room.as_deref(), "join", true) {
                 told.deliver();
             }
         }
         Event::Move { name, room, .. } => {
-            for told in registry.remote_move(&name, room.as_deref(), "join", false) {
+            for told in registry.remote_move(name, room.as_deref(), "join", false) {
                 told.deliver();
             }
         }
         Event::Quit { name, .. } => {
-            if let Some(told) = registry.remote_quit(&name) {
+            if let Some(told) = registry.remote_quit(name) {
                 told.deliver();
             }
         }
         Event::Takeover { name, node } => {
-            if node == side.cluster.node {
-                if let Some(taken) = registry.lose_name(&name) {
+            if *node == side.cluster.node {
+                if let Some(taken) = registry.lose_name(name) {
                     log::info!(
                         "{name} logged in again on another node; closing their connection here (thread {})",
                         taken.id
@@ -877,10 +876,84 @@ fn deliver_logged(side: &ClusterSide, logged: Logged, registry: &Registry) {
                         told.deliver();
                     }
                 }
-            } else if let Some(told) = registry.remote_quit(&name) {
+            } else if let Some(told) = registry.remote_quit(name) {
                 told.deliver();
             }
         }
+    }
+}
+
+/// A room message of the log as its room's members are given it, with
+/// its room: `line` is its chat line.
+fn logged_message<'a>(logged: &'a Logged, line: &'a Line) -> Option<(RoomMessage<'a>, &'a str)> {
+    let Event::Say {
+        id,
+        room,
+        from,
+        text,
+        ..
+    } = &logged.entry.event
+    else {
+        return None;
+    };
+    let (from_id, outbox) = match &logged.mine {
+        Some(Mine::Say { from_id, from }) => (*from_id, Some(from)),
+        _ => (ClientId::MAX, None),
+    };
+    let message = RoomMessage {
+        id: *id,
+        line,
+        from_id,
+        from: outbox,
+        said: Some(Said { sender: from, text }),
+    };
+    Some((message, room))
+}
+
+/// Hands written entries of the log to this node's clients, in order; the
+/// messages of a run of them to one room go together
+/// ([`Registry::deliver_run`]).
+fn deliver_all_logged(
+    side: &ClusterSide,
+    clocks: &mut format::Clocks,
+    entries: &[Logged],
+    registry: &Registry,
+) {
+    let _held = Outbox::hold_handovers();
+    // The chat line of each room message (none for the rest, or for a
+    // message whose time cannot be read, which deliver_logged reports).
+    let lines: Vec<Option<Line>> = entries
+        .iter()
+        .map(|logged| match &logged.entry.event {
+            Event::Say { time, .. } => {
+                let message = logged.entry.event.message()?;
+                Some(format::chat_at(clocks.of_stamp(time)?, &message))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut run = Vec::new();
+    let mut at = 0;
+    while at < entries.len() {
+        let first = lines[at]
+            .as_ref()
+            .and_then(|line| logged_message(&entries[at], line));
+        let Some((first, room)) = first else {
+            deliver_logged(side, clocks, &entries[at], registry);
+            at += 1;
+            continue;
+        };
+        run.clear();
+        run.push(first);
+        at += 1;
+        while let Some(line) = lines.get(at).and_then(Option::as_ref)
+            && let Some((next, next_room)) = logged_message(&entries[at], line)
+            && next_room == room
+        {
+            run.push(next);
+            at += 1;
+        }
+        registry.deliver_run(room, &run);
     }
 }
 
@@ -975,9 +1048,11 @@ fn moderate(side: &ClusterSide, m: &cluster::Moderation, registry: &Registry, re
 fn write_side(file: &mut DataFile, pending: &mut Pending) {
     let new = file.take_rows();
     if new.is_empty() && pending.bytes.is_empty() {
+        file.give_back(new);
         return;
     }
     pending.bytes.extend_from_slice(&new);
+    file.give_back(new);
     match file.commit(&pending.bytes) {
         Ok(_) => {
             if pending.failing {
@@ -1036,6 +1111,77 @@ enum Prepared {
         received: Line,
         sent: Line,
     },
+}
+
+/// A written room message as its room's members are given it, with its
+/// room.
+fn room_message<'a>(
+    request: &'a Request,
+    line: &'a Prepared,
+) -> Option<(RoomMessage<'a>, &'a str)> {
+    let (
+        Request::Say {
+            room,
+            sender,
+            text,
+            from_id,
+            from,
+        },
+        Prepared::Chat(id, line),
+    ) = (request, line)
+    else {
+        return None;
+    };
+    let message = RoomMessage {
+        id: *id,
+        line,
+        from_id: *from_id,
+        from: Some(from),
+        said: Some(Said { sender, text }),
+    };
+    Some((message, room))
+}
+
+/// Hands a written batch to its recipients, in order (`lines` holds what
+/// each request is delivered as); the messages of a run of them to one
+/// room go together ([`Registry::deliver_run`]). Leaves both empty.
+fn deliver_all(
+    batch: &mut Vec<Request>,
+    lines: &mut Vec<Prepared>,
+    fate: Fate,
+    registry: &Registry,
+) {
+    let _held = Outbox::hold_handovers();
+    let mut at = 0;
+    while at < batch.len() {
+        if fate == Fate::Saved
+            && let Some((first, room)) = room_message(&batch[at], &lines[at])
+        {
+            let mut end = at + 1;
+            while end < batch.len()
+                && room_message(&batch[end], &lines[end]).is_some_and(|(_, r)| r == room)
+            {
+                end += 1;
+            }
+            if end == at + 1 {
+                registry.deliver_run(room, std::slice::from_ref(&first));
+            } else {
+                let run: Vec<RoomMessage<'_>> = (at..end)
+                    .filter_map(|k| room_message(&batch[k], &lines[k]).map(|(m, _)| m))
+                    .collect();
+                registry.deliver_run(room, &run);
+            }
+            at = end;
+            continue;
+        }
+        // Taken out; the batch is emptied below.
+        let request = std::mem::replace(&mut batch[at], Request::Stop);
+        let line = std::mem::replace(&mut lines[at], Prepared::Nothing);
+        deliver(request, line, fate, registry);
+        at += 1;
+    }
+    batch.clear();
+    lines.clear();
 }
 
 /// Hands one written request to its recipients.
@@ -1224,6 +1370,7 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
     let mut recovered = Recovered::default();
     let mut max_id = 0u64;
     let mut record = csv::ByteRecord::new();
+    let mut clocks = format::Clocks::default();
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
@@ -1276,7 +1423,10 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
     recovered.next_id = max_id + 1;
     for key in order {
         if let Some((name, records, last_id)) = rooms.remove(&key) {
-            let lines = records.iter().filter_map(history_line).collect();
+            let lines = records
+                .iter()
+                .filter_map(|record| history_line(record, &mut clocks))
+                .collect();
             recovered.rooms.push(RoomHistory {
                 name,
                 lines,
@@ -1288,10 +1438,10 @@ pub fn read_messages(path: &Path, history: usize) -> Result<Recovered, StoreErro
 }
 
 /// A stored room message as it is replayed to a newcomer.
-fn history_line(record: &csv::ByteRecord) -> Option<(u64, Line)> {
+fn history_line(record: &csv::ByteRecord, clocks: &mut format::Clocks) -> Option<(u64, Line)> {
     let message = Message::from_record(record)?;
-    let time = DateTime::parse_from_rfc3339(message.time).ok()?;
-    Some((message.id, format::chat(&time, &message)))
+    let clock = clocks.of_stamp(message.time)?;
+    Some((message.id, format::chat_at(clock, &message)))
 }
 
 /// The highest thread number in `data.csv`, so numbering carries on.

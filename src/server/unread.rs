@@ -10,10 +10,11 @@
 //! A client that asked `/unread` hears a new count whenever a message
 //! arrives in a room it has marked.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,11 +58,12 @@ impl Recent {
         if self.messages.len() == WINDOW {
             self.messages.pop_front();
         }
-        self.messages.push_back((
-            id,
-            names::fold(sender).into(),
-            mentioned.into_iter().map(Box::from).collect(),
-        ));
+        let sender: Box<str> = match names::folded(sender) {
+            Cow::Borrowed(folded) => folded.into(),
+            Cow::Owned(folded) => folded.into(),
+        };
+        self.messages
+            .push_back((id, sender, mentioned.into_iter().map(Box::from).collect()));
     }
 
     /// Messages after `mark` by others than `user`, and those of them that
@@ -86,18 +88,46 @@ impl Recent {
 /// The folded words of a text that may name someone: `@name`, or a word
 /// standing alone, without the punctuation around it.
 pub fn words(text: &str) -> Vec<String> {
-    let mut words: Vec<String> = text
-        .split_whitespace()
+    let mut words: Vec<String> = candidates(text).map(names::fold).collect();
+    words.sort_unstable();
+    words.dedup();
+    words
+}
+
+/// The words of a text that may name someone, as written.
+fn candidates(text: &str) -> impl Iterator<Item = &str> {
+    text.split_whitespace()
         .map(|w| {
             w.trim_start_matches('@')
                 .trim_end_matches([',', '.', ':', ';', '!', '?', ')', '\'', '"'])
         })
         .filter(|w| !w.is_empty() && w.len() <= 4 * names::MAX_NAME_CHARS)
-        .map(names::fold)
-        .collect();
-    words.sort_unstable();
-    words.dedup();
-    words
+}
+
+/// The [`words`] of a text for which `is_name` holds: whom it mentions.
+/// Each word is folded without a copy where it can be, and only the names
+/// found are kept, sorted.
+pub fn mentions(text: &str, mut is_name: impl FnMut(&str) -> bool) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for word in candidates(text) {
+        let folded = names::folded(word);
+        if is_name(&folded) {
+            found.push(folded.into_owned());
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// The names with read marks, locked: see [`Reads::known`].
+pub struct Known<'a>(MutexGuard<'a, Marks>);
+
+impl Known<'_> {
+    /// True if `word` (folded) is the name of someone with marks.
+    pub fn knows(&self, word: &str) -> bool {
+        self.0.contains_key(word)
+    }
 }
 
 /// Everyone's read marks.
@@ -130,8 +160,14 @@ impl Reads {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
+    fn lock(&self) -> MutexGuard<'_, Marks> {
         self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The names with marks, held for the lookups of one message (one lock
+    /// for all its words rather than one each).
+    pub fn known(&self) -> Known<'_> {
+        Known(self.lock())
     }
 
     /// Notes that `name` has read `room` up to `id` (marks only move forward).
@@ -159,8 +195,8 @@ impl Reads {
     /// The mark of `name` in `room`, if any.
     pub fn mark_of(&self, name: &str, room: &str) -> Option<u64> {
         self.lock()
-            .get(&names::fold(name))?
-            .get(&names::fold(room))
+            .get(&*names::folded(name))?
+            .get(&*names::folded(room))
             .map(|(_, id)| *id)
     }
 
@@ -216,6 +252,29 @@ mod tests {
         assert_eq!(recent.count("alice", 3), (2, 1));
         assert_eq!(recent.count("alice", 5), (0, 0));
         assert_eq!(recent.count("bob", 0), (2, 0));
+    }
+
+    #[test]
+    fn mentions_are_the_words_that_are_names_sorted_once() {
+        let names = ["alice", "bob", "ça"];
+        for text in [
+            "hey @Alice, look: bob! and ALICE again",
+            "Ça va? @ÇA, (bob) 'bob' bob's",
+            "nobody here",
+            "",
+            "alice: lunch? @bob. @carol;",
+        ] {
+            let expected: Vec<String> = words(text)
+                .into_iter()
+                .filter(|w| names.contains(&w.as_str()))
+                .collect();
+            assert_eq!(mentions(text, |w| names.contains(&w)), expected, "{text:?}");
+        }
+        assert_eq!(
+            mentions("hey @Alice, look: bob! and ALICE again", |w| names
+                .contains(&w)),
+            ["alice", "bob"]
+        );
     }
 
     #[test]
