@@ -383,17 +383,60 @@ fn percent(done: u64, of: u64) -> u8 {
 /// Writes the text as the index sees it: characters of scripts written
 /// without spaces stand apart, one word each.
 pub fn words_of(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
+    let mut out = String::new();
+    words_into(text, &mut out);
+    out
+}
+
+/// [`words_of`] into `out` (emptied first).
+fn words_into(text: &str, out: &mut String) {
+    out.clear();
+    out.reserve(text.len() + 8);
+    let mut plain = 0;
+    for (at, c) in text.char_indices() {
         if spaceless(c) {
+            out.push_str(&text[plain..at]);
             out.push(' ');
             out.push(c);
             out.push(' ');
-        } else {
-            out.push(c);
+            plain = at + c.len_utf8();
         }
     }
-    out
+    out.push_str(&text[plain..]);
+}
+
+/// The text as the index sees it ([`words_of`]), without a copy when it
+/// has no character of a script written without spaces: those are all at
+/// U+3040 or above, encoded in UTF-8 from the lead byte 0xE3 on.
+fn words_in<'a>(text: &'a str, buffer: &'a mut String) -> &'a str {
+    if text.bytes().all(|b| b < 0xE3) {
+        return text;
+    }
+    words_into(text, buffer);
+    buffer
+}
+
+/// [`names::fold`], without a copy when the name is its own key.
+fn folded<'a>(name: &'a str, buffer: &'a mut String) -> &'a str {
+    if name.is_ascii() {
+        if !name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return name;
+        }
+        buffer.clear();
+        buffer.push_str(name);
+        buffer.make_ascii_lowercase();
+        return buffer;
+    }
+    // Every character its own lower case: then no capital sigma either,
+    // the one character `to_lowercase` maps by its context.
+    if name.chars().all(|c| {
+        let mut lower = c.to_lowercase();
+        lower.next() == Some(c) && lower.next().is_none()
+    }) {
+        return name;
+    }
+    *buffer = names::fold(name);
+    buffer
 }
 
 /// Scripts written without spaces between words: Han, kana, Hangul.
@@ -749,6 +792,9 @@ impl Indexer {
         // index still matches the file.
         let mut last_row = 0u64;
         let mut last_row_id = 0u64;
+        // Reused for every row: the keys and the words.
+        let (mut room_key, mut sender_key, mut recipient_key, mut words_buffer) =
+            (String::new(), String::new(), String::new(), String::new());
         let mut done = false;
         while !done {
             let tx = db.transaction().map_err(sql_err)?;
@@ -786,17 +832,20 @@ impl Indexer {
                             row.id as i64,
                             row.time,
                             row.room,
-                            names::fold(row.room),
+                            folded(row.room, &mut room_key),
                             row.from,
-                            names::fold(row.from),
+                            folded(row.from, &mut sender_key),
                             row.to,
-                            names::fold(row.to),
+                            folded(row.to, &mut recipient_key),
                             row.text
                         ])
                         .map_err(sql_err)?;
                     if inserted == 1 {
                         words
-                            .execute(params![row.id as i64, words_of(row.text)])
+                            .execute(params![
+                                row.id as i64,
+                                words_in(row.text, &mut words_buffer)
+                            ])
                             .map_err(sql_err)?;
                     }
                     at.last_id = at.last_id.max(row.id);
@@ -1053,6 +1102,70 @@ mod tests {
     fn cjk_characters_stand_apart_and_other_text_is_kept() {
         assert_eq!(words_of("Größe 日本語 ok"), "Größe  日  本  語  ok");
         assert_eq!(words_of("hello"), "hello");
+    }
+
+    #[test]
+    fn words_without_a_copy_are_the_same_words() {
+        let mut buffer = String::new();
+        for text in [
+            "",
+            "hello",
+            "Größe café",
+            "日本語",
+            "a日b",
+            "x 我们在东京见面吧 y",
+            "회의는 내일입니다",
+            "ｶﾀｶﾅ and ー〜",
+            "\u{20000}\u{2FFFF}\u{3FFFF}\u{40000}",
+            "ぁ\u{303F}\u{3040}\u{30FF}\u{3100}",
+            "€ ☃ ⅷ \u{E000}",
+        ] {
+            assert_eq!(
+                words_in(text, &mut buffer),
+                words_of_by_char(text),
+                "{text}"
+            );
+            assert_eq!(words_of(text), words_of_by_char(text), "{text}");
+        }
+    }
+
+    /// `words_of` as it was first written: character by character.
+    fn words_of_by_char(text: &str) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            if spaceless(c) {
+                out.push(' ');
+                out.push(c);
+                out.push(' ');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn keys_without_a_copy_are_the_keys() {
+        let mut buffer = String::new();
+        for name in [
+            "",
+            "alice",
+            "Alice",
+            "ALICE_2",
+            "élodie",
+            "Élodie",
+            "ΣΟΦΙΑΣ",
+            "σοφίας",
+            "ǅemal",
+            "ǆemal",
+            "İstanbul",
+            "straße",
+            "ẞ",
+            "dev-ops",
+            "日本",
+        ] {
+            assert_eq!(folded(name, &mut buffer), names::fold(name), "{name}");
+        }
     }
 
     #[test]
