@@ -26,6 +26,7 @@
 //! with its own read connection (WAL mode: readers never wait for the
 //! writer). Sessions wait for their answer on their own thread.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -35,7 +36,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, params};
 
 use crate::names;
 use crate::rows::{MESSAGES_FILE, Message};
@@ -43,7 +44,7 @@ use crate::rows::{MESSAGES_FILE, Message};
 /// The index's file in the data directory.
 pub const INDEX_FILE: &str = "messages.index";
 /// Bumped when the schema changes: an index of another version is rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// Threads that answer queries.
 pub const QUERY_THREADS: usize = 2;
 /// Queries waiting for a thread at most; past that the asker is told the
@@ -479,6 +480,9 @@ pub fn fts_query(typed: &str) -> Option<String> {
 /// Words of a query used at most.
 pub const MAX_WORDS: usize = 16;
 
+/// The number of the room of whispers, whose key is empty.
+const WHISPERS: i64 = 0;
+
 fn sql_err(e: rusqlite::Error) -> io::Error {
     io::Error::other(e)
 }
@@ -502,18 +506,25 @@ fn remove_index(path: &Path) {
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    -- Rooms by key (names::fold of the name), numbered: an index of
+    -- numbers is cheaper to add to than one of names. 0 is the empty
+    -- room of whispers.
+    CREATE TABLE IF NOT EXISTS room(no INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+    INSERT OR IGNORE INTO room(no, key) VALUES (0, '');
     CREATE TABLE IF NOT EXISTS msg(
         id INTEGER PRIMARY KEY,
         time TEXT NOT NULL,
         room TEXT NOT NULL,
-        room_key TEXT NOT NULL,
+        room_no INTEGER NOT NULL,
         sender TEXT NOT NULL,
+        -- The names' keys, for whispers only (/search shows a whisper
+        -- to its sender and recipient); empty for room messages.
         sender_key TEXT NOT NULL,
         recipient TEXT NOT NULL,
         recipient_key TEXT NOT NULL,
         text TEXT NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS msg_room ON msg(room_key, id);
+    CREATE INDEX IF NOT EXISTS msg_room ON msg(room_no, id);
     CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
         words, content='', columnsize=0,
         tokenize='unicode61 remove_diacritics 2'
@@ -792,22 +803,12 @@ impl Indexer {
         // index still matches the file.
         let mut last_row = 0u64;
         let mut last_row_id = 0u64;
-        // Reused for every row: the keys and the words.
-        let (mut room_key, mut sender_key, mut recipient_key, mut words_buffer) =
-            (String::new(), String::new(), String::new(), String::new());
+        let mut reused = Reused::default();
         let mut done = false;
         while !done {
             let tx = db.transaction().map_err(sql_err)?;
             {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO msg(id, time, room, room_key, sender, sender_key, recipient, recipient_key, text)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    )
-                    .map_err(sql_err)?;
-                let mut words = tx
-                    .prepare_cached("INSERT INTO fts(rowid, words) VALUES (?1, ?2)")
-                    .map_err(sql_err)?;
+                let mut adder = Adder::new(&tx).map_err(sql_err)?;
                 let mut rows = 0;
                 while rows < CHUNK {
                     let start = reader.position().byte();
@@ -827,27 +828,7 @@ impl Indexer {
                         continue;
                     };
                     last_row_id = row.id;
-                    let inserted = insert
-                        .execute(params![
-                            row.id as i64,
-                            row.time,
-                            row.room,
-                            folded(row.room, &mut room_key),
-                            row.from,
-                            folded(row.from, &mut sender_key),
-                            row.to,
-                            folded(row.to, &mut recipient_key),
-                            row.text
-                        ])
-                        .map_err(sql_err)?;
-                    if inserted == 1 {
-                        words
-                            .execute(params![
-                                row.id as i64,
-                                words_in(row.text, &mut words_buffer)
-                            ])
-                            .map_err(sql_err)?;
-                    }
+                    adder.add(&mut reused, &row).map_err(sql_err)?;
                     at.last_id = at.last_id.max(row.id);
                 }
                 at.offset = from.offset + reader.position().byte();
@@ -881,6 +862,84 @@ impl Indexer {
         }
         Ok(at)
     }
+}
+
+/// What adding rows reuses from row to row and transaction to transaction.
+#[derive(Default)]
+struct Reused {
+    /// Rooms as written in rows, with the number of their key.
+    rooms: HashMap<String, i64>,
+    sender_key: String,
+    recipient_key: String,
+    words: String,
+}
+
+/// Adds rows to the index in a transaction.
+struct Adder<'c> {
+    db: &'c Connection,
+    insert: CachedStatement<'c>,
+    words: CachedStatement<'c>,
+}
+
+impl<'c> Adder<'c> {
+    fn new(db: &'c Connection) -> rusqlite::Result<Adder<'c>> {
+        Ok(Adder {
+            db,
+            insert: db.prepare_cached(
+                "INSERT OR IGNORE INTO msg(id, time, room, room_no, sender, sender_key, recipient, recipient_key, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?,
+            words: db.prepare_cached("INSERT INTO fts(rowid, words) VALUES (?1, ?2)")?,
+        })
+    }
+
+    /// Adds a row, unless its id is in the index already.
+    fn add(&mut self, reused: &mut Reused, row: &Message<'_>) -> rusqlite::Result<()> {
+        let room_no = match reused.rooms.get(row.room) {
+            Some(&no) => no,
+            None => {
+                let no = room_no(self.db, row.room)?;
+                reused.rooms.insert(row.room.to_owned(), no);
+                no
+            }
+        };
+        // The names' keys are only asked of whispers.
+        let (sender_key, recipient_key) = if room_no == WHISPERS {
+            (
+                folded(row.from, &mut reused.sender_key),
+                folded(row.to, &mut reused.recipient_key),
+            )
+        } else {
+            ("", "")
+        };
+        let inserted = self.insert.execute(params![
+            row.id as i64,
+            row.time,
+            row.room,
+            room_no,
+            row.from,
+            sender_key,
+            row.to,
+            recipient_key,
+            row.text
+        ])?;
+        if inserted == 1 {
+            self.words.execute(params![
+                row.id as i64,
+                words_in(row.text, &mut reused.words)
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// The number of a room's key, made if new.
+fn room_no(db: &Connection, room: &str) -> rusqlite::Result<i64> {
+    let key = names::fold(room);
+    db.prepare_cached("INSERT OR IGNORE INTO room(key) VALUES (?1)")?
+        .execute([&key])?;
+    db.prepare_cached("SELECT no FROM room WHERE key = ?1")?
+        .query_row([&key], |row| row.get(0))
 }
 
 /// Indexes up to this size are checked before they are used.
@@ -1058,7 +1117,8 @@ fn found(row: &rusqlite::Row<'_>) -> rusqlite::Result<Found> {
 fn page(db: &Connection, room: &str, before: u64, limit: usize) -> rusqlite::Result<Page> {
     let mut statement = db.prepare_cached(
         "SELECT id, time, room, sender, recipient, text FROM msg
-         WHERE room_key = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+         WHERE room_no = (SELECT no FROM room WHERE key = ?1) AND id < ?2
+         ORDER BY id DESC LIMIT ?3",
     )?;
     let before = i64::try_from(before).unwrap_or(i64::MAX);
     let want = i64::try_from(limit + 1).unwrap_or(i64::MAX);
@@ -1085,8 +1145,8 @@ fn search(
     let sql = "SELECT m.id, m.time, m.room, m.sender, m.recipient, m.text
          FROM fts JOIN msg m ON m.id = fts.rowid
          WHERE fts MATCH ?1
-           AND (m.room_key <> '' OR m.sender_key = ?2 OR m.recipient_key = ?2)
-           AND (?3 IS NULL OR m.room_key = ?3)
+           AND (m.room_no <> 0 OR m.sender_key = ?2 OR m.recipient_key = ?2)
+           AND (?3 IS NULL OR m.room_no = (SELECT no FROM room WHERE key = ?3))
          ORDER BY fts.rowid DESC LIMIT ?4";
     let mut statement = db.prepare_cached(sql)?;
     statement
@@ -1190,19 +1250,23 @@ mod tests {
             (2, "general", "bob", "", "我们在东京见面吧"),
             (3, "", "alice", "bob", "secret größe"),
             (4, "dev", "carol", "", "deployment done"),
+            (5, "General", "Dave", "", "Größe again"),
+            (6, "", "Alice", "BOB", "hi Bob"),
         ];
-        for (id, room, sender, recipient, text) in rows {
-            db.execute(
-                "INSERT INTO msg VALUES (?1, 't', ?2, ?2, ?3, ?3, ?4, ?4, ?5)",
-                params![id, room, sender, recipient, text],
-            )
-            .unwrap();
-            db.execute(
-                "INSERT INTO fts(rowid, words) VALUES (?1, ?2)",
-                params![id, words_of(text)],
-            )
-            .unwrap();
+        let mut reused = Reused::default();
+        let mut adder = Adder::new(&db).unwrap();
+        for (id, room, from, to, text) in rows {
+            let row = Message {
+                id,
+                time: "t",
+                room,
+                from,
+                to,
+                text,
+            };
+            adder.add(&mut reused, &row).unwrap();
         }
+        drop(adder);
         let ids = |q: &str, user: &str, room: Option<&str>| -> Vec<u64> {
             search(&db, q, user, room, 50)
                 .unwrap()
@@ -1210,9 +1274,15 @@ mod tests {
                 .map(|f| f.id)
                 .collect()
         };
-        assert_eq!(ids("größe", "carol", None), [1]);
+        assert_eq!(ids("größe", "carol", None), [5, 1]);
         assert_eq!(ids("GRÖSSE", "carol", None), Vec::<u64>::new());
-        assert_eq!(ids("größe", "bob", None), [3, 1]);
+        assert_eq!(ids("größe", "bob", None), [5, 3, 1]);
+        assert_eq!(ids("größe", "bob", Some("general")), [5, 1]);
+        assert_eq!(ids("hi", "bob", None), [6]);
+        assert_eq!(ids("hi", "alice", None), [6]);
+        assert_eq!(ids("hi", "carol", None), Vec::<u64>::new());
+        assert_eq!(ids("hi", "bob", Some("general")), Vec::<u64>::new());
+        assert_eq!(ids("größe", "bob", Some("nowhere")), Vec::<u64>::new());
         assert_eq!(ids("東京", "carol", None), Vec::<u64>::new());
         assert_eq!(ids("东京", "carol", None), [2]);
         assert_eq!(ids("东", "carol", None), [2]);
@@ -1221,9 +1291,15 @@ mod tests {
         assert_eq!(ids("deploy*", "carol", None), [4]);
         assert_eq!(ids("deploy", "carol", None), Vec::<u64>::new());
         assert_eq!(ids("passt", "carol", Some("dev")), Vec::<u64>::new());
-        let page = page(&db, "general", 3, 1).unwrap();
-        assert_eq!(page.messages.len(), 1);
-        assert_eq!(page.messages[0].id, 2);
-        assert!(page.more);
+        let first = page(&db, "general", 3, 1).unwrap();
+        assert_eq!(first.messages.len(), 1);
+        assert_eq!(first.messages[0].id, 2);
+        assert!(first.more);
+        let all = page(&db, "general", 100, 10).unwrap();
+        let ids: Vec<u64> = all.messages.iter().map(|f| f.id).collect();
+        assert_eq!(ids, [1, 2, 5]);
+        assert_eq!(all.messages[2].room, "General");
+        assert!(!all.more);
+        assert!(page(&db, "nowhere", 100, 10).unwrap().messages.is_empty());
     }
 }
