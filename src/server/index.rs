@@ -26,6 +26,7 @@
 //! with its own read connection (WAL mode: readers never wait for the
 //! writer). Sessions wait for their answer on their own thread.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -35,7 +36,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, params};
 
 use crate::names;
 use crate::rows::{MESSAGES_FILE, Message};
@@ -43,7 +44,7 @@ use crate::rows::{MESSAGES_FILE, Message};
 /// The index's file in the data directory.
 pub const INDEX_FILE: &str = "messages.index";
 /// Bumped when the schema changes: an index of another version is rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// Threads that answer queries.
 pub const QUERY_THREADS: usize = 2;
 /// Queries waiting for a thread at most; past that the asker is told the
@@ -383,17 +384,60 @@ fn percent(done: u64, of: u64) -> u8 {
 /// Writes the text as the index sees it: characters of scripts written
 /// without spaces stand apart, one word each.
 pub fn words_of(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
+    let mut out = String::new();
+    words_into(text, &mut out);
+    out
+}
+
+/// [`words_of`] into `out` (emptied first).
+fn words_into(text: &str, out: &mut String) {
+    out.clear();
+    out.reserve(text.len() + 8);
+    let mut plain = 0;
+    for (at, c) in text.char_indices() {
         if spaceless(c) {
+            out.push_str(&text[plain..at]);
             out.push(' ');
             out.push(c);
             out.push(' ');
-        } else {
-            out.push(c);
+            plain = at + c.len_utf8();
         }
     }
-    out
+    out.push_str(&text[plain..]);
+}
+
+/// The text as the index sees it ([`words_of`]), without a copy when it
+/// has no character of a script written without spaces: those are all at
+/// U+3040 or above, encoded in UTF-8 from the lead byte 0xE3 on.
+fn words_in<'a>(text: &'a str, buffer: &'a mut String) -> &'a str {
+    if text.bytes().all(|b| b < 0xE3) {
+        return text;
+    }
+    words_into(text, buffer);
+    buffer
+}
+
+/// [`names::fold`], without a copy when the name is its own key.
+fn folded<'a>(name: &'a str, buffer: &'a mut String) -> &'a str {
+    if name.is_ascii() {
+        if !name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return name;
+        }
+        buffer.clear();
+        buffer.push_str(name);
+        buffer.make_ascii_lowercase();
+        return buffer;
+    }
+    // Every character its own lower case: then no capital sigma either,
+    // the one character `to_lowercase` maps by its context.
+    if name.chars().all(|c| {
+        let mut lower = c.to_lowercase();
+        lower.next() == Some(c) && lower.next().is_none()
+    }) {
+        return name;
+    }
+    *buffer = names::fold(name);
+    buffer
 }
 
 /// Scripts written without spaces between words: Han, kana, Hangul.
@@ -436,6 +480,9 @@ pub fn fts_query(typed: &str) -> Option<String> {
 /// Words of a query used at most.
 pub const MAX_WORDS: usize = 16;
 
+/// The number of the room of whispers, whose key is empty.
+const WHISPERS: i64 = 0;
+
 fn sql_err(e: rusqlite::Error) -> io::Error {
     io::Error::other(e)
 }
@@ -459,18 +506,25 @@ fn remove_index(path: &Path) {
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    -- Rooms by key (names::fold of the name), numbered: an index of
+    -- numbers is cheaper to add to than one of names. 0 is the empty
+    -- room of whispers.
+    CREATE TABLE IF NOT EXISTS room(no INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+    INSERT OR IGNORE INTO room(no, key) VALUES (0, '');
     CREATE TABLE IF NOT EXISTS msg(
         id INTEGER PRIMARY KEY,
         time TEXT NOT NULL,
         room TEXT NOT NULL,
-        room_key TEXT NOT NULL,
+        room_no INTEGER NOT NULL,
         sender TEXT NOT NULL,
+        -- The names' keys, for whispers only (/search shows a whisper
+        -- to its sender and recipient); empty for room messages.
         sender_key TEXT NOT NULL,
         recipient TEXT NOT NULL,
         recipient_key TEXT NOT NULL,
         text TEXT NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS msg_room ON msg(room_key, id);
+    CREATE INDEX IF NOT EXISTS msg_room ON msg(room_no, id);
     CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
         words, content='', columnsize=0,
         tokenize='unicode61 remove_diacritics 2'
@@ -749,19 +803,12 @@ impl Indexer {
         // index still matches the file.
         let mut last_row = 0u64;
         let mut last_row_id = 0u64;
+        let mut reused = Reused::default();
         let mut done = false;
         while !done {
             let tx = db.transaction().map_err(sql_err)?;
             {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO msg(id, time, room, room_key, sender, sender_key, recipient, recipient_key, text)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    )
-                    .map_err(sql_err)?;
-                let mut words = tx
-                    .prepare_cached("INSERT INTO fts(rowid, words) VALUES (?1, ?2)")
-                    .map_err(sql_err)?;
+                let mut adder = Adder::new(&tx).map_err(sql_err)?;
                 let mut rows = 0;
                 while rows < CHUNK {
                     let start = reader.position().byte();
@@ -781,24 +828,7 @@ impl Indexer {
                         continue;
                     };
                     last_row_id = row.id;
-                    let inserted = insert
-                        .execute(params![
-                            row.id as i64,
-                            row.time,
-                            row.room,
-                            names::fold(row.room),
-                            row.from,
-                            names::fold(row.from),
-                            row.to,
-                            names::fold(row.to),
-                            row.text
-                        ])
-                        .map_err(sql_err)?;
-                    if inserted == 1 {
-                        words
-                            .execute(params![row.id as i64, words_of(row.text)])
-                            .map_err(sql_err)?;
-                    }
+                    adder.add(&mut reused, &row).map_err(sql_err)?;
                     at.last_id = at.last_id.max(row.id);
                 }
                 at.offset = from.offset + reader.position().byte();
@@ -832,6 +862,84 @@ impl Indexer {
         }
         Ok(at)
     }
+}
+
+/// What adding rows reuses from row to row and transaction to transaction.
+#[derive(Default)]
+struct Reused {
+    /// Rooms as written in rows, with the number of their key.
+    rooms: HashMap<String, i64>,
+    sender_key: String,
+    recipient_key: String,
+    words: String,
+}
+
+/// Adds rows to the index in a transaction.
+struct Adder<'c> {
+    db: &'c Connection,
+    insert: CachedStatement<'c>,
+    words: CachedStatement<'c>,
+}
+
+impl<'c> Adder<'c> {
+    fn new(db: &'c Connection) -> rusqlite::Result<Adder<'c>> {
+        Ok(Adder {
+            db,
+            insert: db.prepare_cached(
+                "INSERT OR IGNORE INTO msg(id, time, room, room_no, sender, sender_key, recipient, recipient_key, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?,
+            words: db.prepare_cached("INSERT INTO fts(rowid, words) VALUES (?1, ?2)")?,
+        })
+    }
+
+    /// Adds a row, unless its id is in the index already.
+    fn add(&mut self, reused: &mut Reused, row: &Message<'_>) -> rusqlite::Result<()> {
+        let room_no = match reused.rooms.get(row.room) {
+            Some(&no) => no,
+            None => {
+                let no = room_no(self.db, row.room)?;
+                reused.rooms.insert(row.room.to_owned(), no);
+                no
+            }
+        };
+        // The names' keys are only asked of whispers.
+        let (sender_key, recipient_key) = if room_no == WHISPERS {
+            (
+                folded(row.from, &mut reused.sender_key),
+                folded(row.to, &mut reused.recipient_key),
+            )
+        } else {
+            ("", "")
+        };
+        let inserted = self.insert.execute(params![
+            row.id as i64,
+            row.time,
+            row.room,
+            room_no,
+            row.from,
+            sender_key,
+            row.to,
+            recipient_key,
+            row.text
+        ])?;
+        if inserted == 1 {
+            self.words.execute(params![
+                row.id as i64,
+                words_in(row.text, &mut reused.words)
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// The number of a room's key, made if new.
+fn room_no(db: &Connection, room: &str) -> rusqlite::Result<i64> {
+    let key = names::fold(room);
+    db.prepare_cached("INSERT OR IGNORE INTO room(key) VALUES (?1)")?
+        .execute([&key])?;
+    db.prepare_cached("SELECT no FROM room WHERE key = ?1")?
+        .query_row([&key], |row| row.get(0))
 }
 
 /// Indexes up to this size are checked before they are used.
@@ -1009,7 +1117,8 @@ fn found(row: &rusqlite::Row<'_>) -> rusqlite::Result<Found> {
 fn page(db: &Connection, room: &str, before: u64, limit: usize) -> rusqlite::Result<Page> {
     let mut statement = db.prepare_cached(
         "SELECT id, time, room, sender, recipient, text FROM msg
-         WHERE room_key = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+         WHERE room_no = (SELECT no FROM room WHERE key = ?1) AND id < ?2
+         ORDER BY id DESC LIMIT ?3",
     )?;
     let before = i64::try_from(before).unwrap_or(i64::MAX);
     let want = i64::try_from(limit + 1).unwrap_or(i64::MAX);
@@ -1036,8 +1145,8 @@ fn search(
     let sql = "SELECT m.id, m.time, m.room, m.sender, m.recipient, m.text
          FROM fts JOIN msg m ON m.id = fts.rowid
          WHERE fts MATCH ?1
-           AND (m.room_key <> '' OR m.sender_key = ?2 OR m.recipient_key = ?2)
-           AND (?3 IS NULL OR m.room_key = ?3)
+           AND (m.room_no <> 0 OR m.sender_key = ?2 OR m.recipient_key = ?2)
+           AND (?3 IS NULL OR m.room_no = (SELECT no FROM room WHERE key = ?3))
          ORDER BY fts.rowid DESC LIMIT ?4";
     let mut statement = db.prepare_cached(sql)?;
     statement
@@ -1053,6 +1162,70 @@ mod tests {
     fn cjk_characters_stand_apart_and_other_text_is_kept() {
         assert_eq!(words_of("Größe 日本語 ok"), "Größe  日  本  語  ok");
         assert_eq!(words_of("hello"), "hello");
+    }
+
+    #[test]
+    fn words_without_a_copy_are_the_same_words() {
+        let mut buffer = String::new();
+        for text in [
+            "",
+            "hello",
+            "Größe café",
+            "日本語",
+            "a日b",
+            "x 我们在东京见面吧 y",
+            "회의는 내일입니다",
+            "ｶﾀｶﾅ and ー〜",
+            "\u{20000}\u{2FFFF}\u{3FFFF}\u{40000}",
+            "ぁ\u{303F}\u{3040}\u{30FF}\u{3100}",
+            "€ ☃ ⅷ \u{E000}",
+        ] {
+            assert_eq!(
+                words_in(text, &mut buffer),
+                words_of_by_char(text),
+                "{text}"
+            );
+            assert_eq!(words_of(text), words_of_by_char(text), "{text}");
+        }
+    }
+
+    /// `words_of` as it was first written: character by character.
+    fn words_of_by_char(text: &str) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            if spaceless(c) {
+                out.push(' ');
+                out.push(c);
+                out.push(' ');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn keys_without_a_copy_are_the_keys() {
+        let mut buffer = String::new();
+        for name in [
+            "",
+            "alice",
+            "Alice",
+            "ALICE_2",
+            "élodie",
+            "Élodie",
+            "ΣΟΦΙΑΣ",
+            "σοφίας",
+            "ǅemal",
+            "ǆemal",
+            "İstanbul",
+            "straße",
+            "ẞ",
+            "dev-ops",
+            "日本",
+        ] {
+            assert_eq!(folded(name, &mut buffer), names::fold(name), "{name}");
+        }
     }
 
     #[test]
@@ -1077,19 +1250,23 @@ mod tests {
             (2, "general", "bob", "", "我们在东京见面吧"),
             (3, "", "alice", "bob", "secret größe"),
             (4, "dev", "carol", "", "deployment done"),
+            (5, "General", "Dave", "", "Größe again"),
+            (6, "", "Alice", "BOB", "hi Bob"),
         ];
-        for (id, room, sender, recipient, text) in rows {
-            db.execute(
-                "INSERT INTO msg VALUES (?1, 't', ?2, ?2, ?3, ?3, ?4, ?4, ?5)",
-                params![id, room, sender, recipient, text],
-            )
-            .unwrap();
-            db.execute(
-                "INSERT INTO fts(rowid, words) VALUES (?1, ?2)",
-                params![id, words_of(text)],
-            )
-            .unwrap();
+        let mut reused = Reused::default();
+        let mut adder = Adder::new(&db).unwrap();
+        for (id, room, from, to, text) in rows {
+            let row = Message {
+                id,
+                time: "t",
+                room,
+                from,
+                to,
+                text,
+            };
+            adder.add(&mut reused, &row).unwrap();
         }
+        drop(adder);
         let ids = |q: &str, user: &str, room: Option<&str>| -> Vec<u64> {
             search(&db, q, user, room, 50)
                 .unwrap()
@@ -1097,9 +1274,15 @@ mod tests {
                 .map(|f| f.id)
                 .collect()
         };
-        assert_eq!(ids("größe", "carol", None), [1]);
+        assert_eq!(ids("größe", "carol", None), [5, 1]);
         assert_eq!(ids("GRÖSSE", "carol", None), Vec::<u64>::new());
-        assert_eq!(ids("größe", "bob", None), [3, 1]);
+        assert_eq!(ids("größe", "bob", None), [5, 3, 1]);
+        assert_eq!(ids("größe", "bob", Some("general")), [5, 1]);
+        assert_eq!(ids("hi", "bob", None), [6]);
+        assert_eq!(ids("hi", "alice", None), [6]);
+        assert_eq!(ids("hi", "carol", None), Vec::<u64>::new());
+        assert_eq!(ids("hi", "bob", Some("general")), Vec::<u64>::new());
+        assert_eq!(ids("größe", "bob", Some("nowhere")), Vec::<u64>::new());
         assert_eq!(ids("東京", "carol", None), Vec::<u64>::new());
         assert_eq!(ids("东京", "carol", None), [2]);
         assert_eq!(ids("东", "carol", None), [2]);
@@ -1108,9 +1291,15 @@ mod tests {
         assert_eq!(ids("deploy*", "carol", None), [4]);
         assert_eq!(ids("deploy", "carol", None), Vec::<u64>::new());
         assert_eq!(ids("passt", "carol", Some("dev")), Vec::<u64>::new());
-        let page = page(&db, "general", 3, 1).unwrap();
-        assert_eq!(page.messages.len(), 1);
-        assert_eq!(page.messages[0].id, 2);
-        assert!(page.more);
+        let first = page(&db, "general", 3, 1).unwrap();
+        assert_eq!(first.messages.len(), 1);
+        assert_eq!(first.messages[0].id, 2);
+        assert!(first.more);
+        let all = page(&db, "general", 100, 10).unwrap();
+        let ids: Vec<u64> = all.messages.iter().map(|f| f.id).collect();
+        assert_eq!(ids, [1, 2, 5]);
+        assert_eq!(all.messages[2].room, "General");
+        assert!(!all.more);
+        assert!(page(&db, "nowhere", 100, 10).unwrap().messages.is_empty());
     }
 }
