@@ -437,3 +437,50 @@ fn a_sound_index_is_kept_across_restarts_even_after_a_row_that_is_not_ours() {
         "the index was built again: {log}"
     );
 }
+
+/// The nice value of each of a process's threads, by thread name.
+fn nice_by_thread(pid: i32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ...: the nice value is the 19th field, the 17th
+        // after the name.
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        let name = head.split_once(" (").unwrap().1.to_string();
+        let nice = rest.split(' ').nth(16).unwrap().parse().unwrap();
+        out.push((name, nice));
+    }
+    out
+}
+
+#[test]
+fn the_indexer_yields_the_cpu_to_delivery() {
+    // Under a load that takes every CPU, the index lags, not the chat: the
+    // indexer runs at a lower priority (nice 10) than the threads that
+    // deliver, which keep the server's own.
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let mut alice = server.join("alice");
+    alice.send("find me later");
+    alice.expect_line("alice: find me later");
+    let threads = nice_by_thread(server.pid());
+    let of = |name: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    assert_eq!(of("indexer"), vec![10], "{threads:?}");
+    assert_eq!(of("store"), vec![0], "{threads:?}");
+    assert!(
+        !of("flusher-0").is_empty() && of("flusher-0").iter().all(|&n| n == 0),
+        "{threads:?}"
+    );
+    // And it still indexes: a search finds the line.
+    alice.send("/search later");
+    alice.expect(|l| l.contains("find me later") && !l.starts_with("alice: "));
+}

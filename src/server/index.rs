@@ -63,6 +63,10 @@ pub const CATCH_UP: Duration = Duration::from_secs(3);
 pub const SETTLE: Duration = Duration::from_millis(200);
 /// How long a session waits for an answer at most.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// The indexer's nice value: it yields the CPU to the threads that deliver
+/// (weight 110 against their 1024), so that under a load that takes every
+/// CPU the index lags, not the chat; it catches up as soon as there is room.
+pub const INDEXER_NICE: i32 = 10;
 /// Stack of the index threads: SQLite's, not a client's small one.
 const INDEX_STACK: usize = 2 << 20;
 
@@ -260,7 +264,10 @@ impl Index {
                 thread::Builder::new()
                     .name("indexer".into())
                     .stack_size(INDEX_STACK)
-                    .spawn(move || Indexer::new(path, csv, shared).run())?,
+                    .spawn(move || {
+                        yield_to_delivery();
+                        Indexer::new(path, csv, shared).run()
+                    })?,
             );
         }
         for n in 0..QUERY_THREADS {
@@ -374,6 +381,15 @@ impl Index {
 }
 
 /// Per cent of `done` in `of`, 0–99 while not done.
+/// Lowers the calling thread's priority to [`INDEXER_NICE`] (on Linux a
+/// nice value is a thread's own).
+fn yield_to_delivery() {
+    let me = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(me), INDEXER_NICE) {
+        log::debug!("cannot lower the indexer's priority: {e}");
+    }
+}
+
 fn percent(done: u64, of: u64) -> u8 {
     if of == 0 {
         return 0;
@@ -712,18 +728,17 @@ impl Indexer {
             return self.open();
         }
         db.execute_batch(SCHEMA).map_err(sql_err)?;
-        if version.is_none() {
-            // Merge segments 16 at a time, not 4: each row's words are
-            // rewritten by fewer merges, building and following alike (a
-            // query looks in a few more segments). And up to 4 MB of words
-            // in memory before they are written as a segment, not 1 MB:
-            // building, fewer and bigger segments to merge.
-            db.execute_batch(
-                "INSERT INTO fts(fts, rank) VALUES ('automerge', 16);
-                 INSERT INTO fts(fts, rank) VALUES ('hashsize', 4194304);",
-            )
-            .map_err(sql_err)?;
-        }
+        // Merge segments 16 at a time, not 4: each row's words are
+        // rewritten by fewer merges, building and following alike (a query
+        // looks in a few more segments). And up to 4 MB of words in memory
+        // before they are written as a segment, not 1 MB: building, fewer
+        // and bigger segments to merge. FTS5 keeps both in the index; they
+        // are set at every open so that an index made before has them too.
+        db.execute_batch(
+            "INSERT INTO fts(fts, rank) VALUES ('automerge', 16);
+             INSERT INTO fts(fts, rank) VALUES ('hashsize', 4194304);",
+        )
+        .map_err(sql_err)?;
         db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('version', ?1)",
             [SCHEMA_VERSION],
