@@ -689,3 +689,76 @@ fn accounts_and_tokens_made_on_one_node_work_on_every_node() {
     wrong.send("nope");
     wrong.expect_line("! wrong name or password");
 }
+
+/// A metric's value from a `/metrics` page (0 if absent).
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_node_syncs_its_copy_of_the_log_once_a_second_not_per_message() {
+    // The commit point of a cluster's message is Redis's AOF; a node's
+    // messages.csv is a copy, synced at most once a second (a single server
+    // syncs each batch: its file is the only copy).
+    let root = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(&root.path().join("redis"));
+    // No flood control: the lines go as fast as they are written.
+    let flags = ["--metrics-port", "0", "--rate", "0"];
+    let a = node(&root.path().join("a"), &redis, &flags);
+    let single = TestServer::start(&root.path().join("single"), &flags);
+    let syncs = |server: &TestServer| {
+        metric(
+            &get(server.listening("metrics"), "/metrics"),
+            "chatroom_store_fsync_seconds_count",
+        )
+    };
+    let batches = |server: &TestServer| {
+        metric(
+            &get(server.listening("metrics"), "/metrics"),
+            "chatroom_store_write_seconds_count",
+        )
+    };
+    const SENT: usize = 40;
+    let started = std::time::Instant::now();
+    let mut on_node = a.join("alice");
+    let mut alone = single.join("alice");
+    for alice in [&mut on_node, &mut alone] {
+        // One at a time: each its own batch, written before it is shown.
+        for n in 0..SENT {
+            alice.send(&format!("line {n}"));
+            alice.expect_line(&format!("alice: line {n}"));
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        syncs(&single) >= SENT as f64,
+        "a single server syncs every batch: {} syncs",
+        syncs(&single)
+    );
+    let (node_batches, node_syncs) = (batches(&a), syncs(&a));
+    assert!(
+        node_batches >= SENT as f64,
+        "the node wrote each message as it came: {node_batches} batches"
+    );
+    assert!(
+        node_syncs <= took + 2.0,
+        "the node synced {node_syncs} times in {took:.1} s for {node_batches} batches"
+    );
+    // A batch written without a sync is synced a moment later, with nothing
+    // new coming.
+    let mut n = SENT;
+    let unsynced = loop {
+        let before = syncs(&a);
+        on_node.send(&format!("line {n}"));
+        on_node.expect_line(&format!("alice: line {n}"));
+        n += 1;
+        if syncs(&a) == before {
+            break before;
+        }
+    };
+    wait_until(AGREE, "the node syncs what it wrote last", || {
+        syncs(&a) > unsynced
+    });
+}

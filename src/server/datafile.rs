@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::server::metrics::{Metrics, metrics};
 use crate::server::store::{StoreError, open_csv};
@@ -99,6 +99,13 @@ pub struct DataFile {
     /// The file could not be cut back after a failure: why.
     damaged: Option<String>,
     sync: bool,
+    /// Synced at most this often rather than per batch (a cluster node's
+    /// `messages.csv`, whose commit point is the cluster's log in Redis).
+    sync_every: Option<Duration>,
+    /// When it was last synced, and since when it holds batches that are
+    /// not (with `sync_every`).
+    synced_at: Instant,
+    unsynced_since: Option<Instant>,
     faults: Faults,
     /// Its writes and syncs are timed for the metrics (`messages.csv`).
     timed: bool,
@@ -154,6 +161,9 @@ impl DataFile {
             good_len,
             damaged: None,
             sync,
+            sync_every: None,
+            synced_at: Instant::now(),
+            unsynced_since: None,
             faults,
             timed: false,
             rows: batch_writer(),
@@ -184,6 +194,45 @@ impl DataFile {
     pub fn timed(mut self) -> DataFile {
         self.timed = true;
         self
+    }
+
+    /// Syncs the file at most once per `every` rather than after each batch
+    /// (no effect without durability): for a file that is a copy of a log
+    /// kept durable elsewhere. A batch not synced at once is synced at the
+    /// next commit due, or by [`sync_pending`](DataFile::sync_pending).
+    pub fn sync_at_most_every(&mut self, every: Duration) {
+        self.sync_every = Some(every);
+    }
+
+    /// How long until batches written but not synced are due to be synced
+    /// (zero: now); `None` if there are none.
+    pub fn sync_due_in(&self) -> Option<Duration> {
+        let every = self.sync_every?;
+        self.unsynced_since?;
+        Some(every.saturating_sub(self.synced_at.elapsed()))
+    }
+
+    /// Syncs the batches written but not synced yet, if any (see
+    /// [`sync_at_most_every`](DataFile::sync_at_most_every)). A failure is
+    /// logged and the sync tried again later: the batches are written, and
+    /// were committed elsewhere first.
+    pub fn sync_pending(&mut self) {
+        if self.unsynced_since.is_none() {
+            return;
+        }
+        let started = Instant::now();
+        match self.sync_file() {
+            Ok(()) => {
+                if self.timed {
+                    Metrics::observe(&metrics().store_sync, started.elapsed());
+                }
+            }
+            Err(e) => {
+                log::error!("cannot sync {}: {e}; trying again", self.name);
+                // Not again at once: at the next due time.
+                self.synced_at = Instant::now();
+            }
+        }
     }
 
     /// Why the file is damaged, if it is.
@@ -236,11 +285,15 @@ impl DataFile {
             self.file.write_all(bytes)
         };
         let wrote = Instant::now();
-        let synced = written.and_then(|()| self.sync_now());
+        let mut did_sync = false;
+        let synced = written.and_then(|()| {
+            did_sync = self.sync_now()?;
+            Ok(())
+        });
         if self.timed && synced.is_ok() {
             let metrics = metrics();
             Metrics::observe(&metrics.store_write, wrote - started);
-            if self.sync {
+            if did_sync {
                 Metrics::observe(&metrics.store_sync, wrote.elapsed());
             }
         }
@@ -261,14 +314,32 @@ impl DataFile {
         }
     }
 
-    fn sync_now(&mut self) -> io::Result<()> {
+    /// Syncs a batch just written, unless durability is off or the file is
+    /// synced at most every so often and that is not due: whether it synced.
+    fn sync_now(&mut self) -> io::Result<bool> {
         if !self.sync {
-            return Ok(());
+            return Ok(false);
         }
+        if let Some(every) = self.sync_every
+            && self.synced_at.elapsed() < every
+        {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            return Ok(false);
+        }
+        self.sync_file()?;
+        Ok(true)
+    }
+
+    /// Syncs the file (everything written to it so far).
+    fn sync_file(&mut self) -> io::Result<()> {
         if self.faults.hits(&self.name, Step::Sync) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        self.file.sync_data()
+        let started = Instant::now();
+        self.file.sync_data()?;
+        self.synced_at = started;
+        self.unsynced_since = None;
+        Ok(())
     }
 
     /// Cuts the file back to the end of the last good batch; marks it
@@ -419,6 +490,33 @@ mod tests {
         assert!(file.commit(b"1,t,general,a,,lost\n").is_err());
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "id,timestamp,room,sender,recipient,text\n");
+    }
+
+    #[test]
+    fn a_file_synced_every_so_often_syncs_later_and_keeps_what_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.csv");
+        // Every sync fails: batches within the interval are not synced.
+        let f = faults(dir.path(), "messages.csv sync\n");
+        let mut file = DataFile::open(&path, &MESSAGE_COLUMNS, true, f).unwrap();
+        file.sync_at_most_every(Duration::from_secs(3600));
+        // Open counts as synced: the first batches wait for the interval.
+        assert_eq!(file.sync_due_in(), None);
+        file.commit(b"1,t,general,a,,one\n").unwrap();
+        file.commit(b"2,t,general,a,,two\n").unwrap();
+        assert!(file.sync_due_in().is_some_and(|d| !d.is_zero()));
+        // A sync that fails keeps the rows (they were committed elsewhere)
+        // and is tried again.
+        file.sync_pending();
+        assert!(file.sync_due_in().is_some());
+        std::fs::write(dir.path().join("faults"), "").unwrap();
+        file.sync_pending();
+        assert_eq!(file.sync_due_in(), None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.ends_with("1,t,general,a,,one\n2,t,general,a,,two\n"),
+            "{text}"
+        );
     }
 
     #[test]

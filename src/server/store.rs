@@ -61,6 +61,11 @@ pub const SIDE_PENDING_MAX: usize = 16 << 20;
 /// How often rows a side file could not take are tried again while nothing
 /// else arrives.
 pub const SIDE_RETRY: Duration = Duration::from_secs(1);
+/// How often a cluster node syncs its `messages.csv` at most (see
+/// [`Store::set_cluster`]): per batch, the nodes' syncs queued on the disk
+/// behind one another and behind Redis's own, and made every message wait
+/// for them.
+pub const CLUSTER_SYNC: Duration = Duration::from_secs(1);
 
 /// What the store is asked to do, in order.
 pub enum Request {
@@ -374,7 +379,15 @@ impl Store {
     }
 
     /// Makes this store a cluster node's: it writes what the log says.
+    ///
+    /// Its `messages.csv` is then synced at most every [`CLUSTER_SYNC`]
+    /// rather than per batch: the commit point of a message is the log in
+    /// Redis (acknowledged, with `appendfsync always`, on Redis's disk)
+    /// before any node shows it, and a node whose last second of writes was
+    /// lost (a power cut) reads it again from the log when it restarts,
+    /// since it carries on from where its file ends.
     pub fn set_cluster(&mut self, cluster: Arc<Cluster>, bans: Bans, mutes: Arc<Mutes>) {
+        self.messages.sync_at_most_every(CLUSTER_SYNC);
         self.cluster = Some(ClusterSide {
             cluster,
             bans,
@@ -442,11 +455,16 @@ impl Store {
                     Ok(first) => first,
                     Err(_) => break,
                 }
-            } else if self.side_rows_waiting() {
-                match rx.recv_timeout(SIDE_RETRY) {
+            } else if let Some(wait) = self.idle_work_in() {
+                match rx.recv_timeout(wait) {
                     Ok(first) => first,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.write_side_files();
+                        if self.side_rows_waiting() {
+                            self.write_side_files();
+                        }
+                        if self.messages.sync_due_in().is_some_and(|d| d.is_zero()) {
+                            self.messages.sync_pending();
+                        }
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -480,6 +498,17 @@ impl Store {
             deliver_all(&mut batch, &mut lines, fate, registry);
         }
         self.finish()
+    }
+
+    /// How long the store may wait for requests before it has something of
+    /// its own to do: side files' rows to write again, or `messages.csv` to
+    /// sync (a cluster node's); `None` if nothing.
+    fn idle_work_in(&self) -> Option<Duration> {
+        let side = self.side_rows_waiting().then_some(SIDE_RETRY);
+        match (side, self.messages.sync_due_in()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The last writes at shutdown: what the side files still owe, and a
