@@ -762,3 +762,43 @@ fn a_node_syncs_its_copy_of_the_log_once_a_second_not_per_message() {
         syncs(&a) > unsynced
     });
 }
+
+#[test]
+fn a_sender_muted_in_the_log_is_refused_while_the_others_lines_go_on() {
+    // A mute the node has not heard of yet (given on another node a moment
+    // ago): the log's script refuses the muted sender's lines, also in the
+    // middle of a run of other people's, and takes everyone else's in order.
+    let root = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(&root.path().join("redis"));
+    let a = node(&root.path().join("a"), &redis, &["--rate", "0"]);
+    let mut bob = a.join("bob");
+    let mut eve = a.join("eve");
+    bob.expect_line("eve joined #general");
+    let _: () = redis::cmd("HSET")
+        .arg("chat:mutes")
+        .arg("eve")
+        .arg("0")
+        .query(&mut redis.connection())
+        .unwrap();
+    const EACH: usize = 30;
+    for n in 0..EACH {
+        bob.send(&format!("bob-{n}"));
+        eve.send(&format!("eve-{n}"));
+    }
+    let said = echoed(&mut bob, "bob", "bob", EACH);
+    let expected: Vec<String> = (0..EACH).map(|n| format!("bob-{n}")).collect();
+    assert_eq!(said, expected, "bob's lines, all and in order");
+    for _ in 0..EACH {
+        eve.expect_within(AGREE, |l| l.starts_with("! you are muted"));
+    }
+    let logged = rows(&a);
+    assert!(
+        logged.iter().all(|r| r.2 == "bob") && logged.len() == EACH,
+        "only bob's lines are in the log: {logged:?}"
+    );
+    ids_run_from_one(&a);
+    assert!(
+        !bob.sync().iter().any(|l| l.contains("eve: eve-")),
+        "none of eve's lines reached anyone"
+    );
+}
