@@ -84,7 +84,9 @@ pub enum Reopened {
 ///
 /// Promises:
 /// 1. The file always ends at the end of a whole batch that was written
-///    (and synced, when durability is on): a failed batch is cut back.
+///    (and synced, when durability is on, or written and to be synced
+///    within the interval of [`DataFile::sync_at_most_every`]): a failed
+///    batch is cut back.
 /// 2. Bytes of a failed batch are never written later by this type; the
 ///    caller decides whether to try them again.
 /// 3. Nothing is appended to a file that could not be cut back.
