@@ -11,6 +11,7 @@ use std::fmt::Display;
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Local, SecondsFormat, TimeZone};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::rows::Message;
@@ -237,65 +238,21 @@ fn second_of(stamp: &str) -> Option<(&str, &str)> {
     Some((&stamp[..19], &stamp[20 + digits..]))
 }
 
-/// Appends `value` as a JSON string, quoted and escaped exactly as
-/// `serde_json` does (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and
-/// `\u00xx` for the other control characters).
-fn push_json_str(out: &mut String, value: &str) {
-    out.push('"');
-    let bytes = value.as_bytes();
-    // Most text needs no escape at all: looked for without a branch a byte.
-    let plain = bytes.iter().fold(true, |plain, &b| {
-        plain & (b >= 0x20 && b != b'"' && b != b'\\')
-    });
-    if plain {
-        out.push_str(value);
-    } else {
-        let mut run = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let short = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                0x08 => "\\b",
-                0x0C => "\\f",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..0x20 => "",
-                _ => continue,
-            };
-            // Escaped bytes are ASCII: the runs between them are whole
-            // characters.
-            out.push_str(&value[run..i]);
-            run = i + 1;
-            if short.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xF)]));
-            } else {
-                out.push_str(short);
-            }
-        }
-        out.push_str(&value[run..]);
-    }
-    out.push('"');
-}
-
-/// Appends a number as JSON has it.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+/// A stored message's JSON event (`type` `message` with its room, or
+/// `whisper` with its recipient), the same live, in a history page and in
+/// search results.
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: u64,
+    time: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    from: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    text: &'a str,
 }
 
 /// Bytes a message's two renderings take, about (escapes may add some).
@@ -307,50 +264,47 @@ fn message_size(message: &Message<'_>) -> usize {
 }
 
 /// Appends the JSON event of a stored room message (or, `whisper`, of a
-/// whisper) and its `\n`: the fields in the order `serde_json` gives a
-/// struct of them.
-fn push_message_json(out: &mut String, message: &Message<'_>, whisper: bool) {
-    out.push_str(if whisper {
-        "{\"type\":\"whisper\",\"id\":"
-    } else {
-        "{\"type\":\"message\",\"id\":"
-    });
-    push_u64(out, message.id);
-    out.push_str(",\"time\":");
-    push_json_str(out, message.time);
-    if whisper {
-        out.push_str(",\"from\":");
-        push_json_str(out, message.from);
-        out.push_str(",\"to\":");
-        push_json_str(out, message.to);
-    } else {
-        out.push_str(",\"room\":");
-        push_json_str(out, message.room);
-        out.push_str(",\"from\":");
-        push_json_str(out, message.from);
+/// whisper) and its `\n`.
+fn write_message_json(out: &mut Vec<u8>, message: &Message<'_>, whisper: bool) {
+    let json = MessageJson {
+        kind: if whisper { "whisper" } else { "message" },
+        id: message.id,
+        time: message.time,
+        room: (!whisper).then_some(message.room),
+        from: message.from,
+        to: whisper.then_some(message.to),
+        text: message.text,
+    };
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, &json).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"{}");
     }
-    out.push_str(",\"text\":");
-    push_json_str(out, message.text);
-    out.push_str("}\n");
+    out.push(b'\n');
+}
+
+/// Text made of strings and serde_json's output (both UTF-8).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A message line: `[CLOCK] HOW FROM: TEXT` and its JSON event, in one
 /// string made once.
 fn message_line(clock: &Clock, how: &[&str], message: &Message<'_>, whisper: bool) -> Line {
-    let mut both = String::with_capacity(message_size(message));
-    both.push('[');
-    both.push_str(clock.as_str());
-    both.push_str("] ");
+    let mut both = Vec::with_capacity(message_size(message));
+    both.push(b'[');
+    both.extend_from_slice(clock.as_str().as_bytes());
+    both.extend_from_slice(b"] ");
     for part in how {
-        both.push_str(part);
+        both.extend_from_slice(part.as_bytes());
     }
-    both.push_str(message.from);
-    both.push_str(": ");
-    both.push_str(message.text);
-    both.push('\n');
+    both.extend_from_slice(message.from.as_bytes());
+    both.extend_from_slice(b": ");
+    both.extend_from_slice(message.text.as_bytes());
+    both.push(b'\n');
     let split = both.len();
-    push_message_json(&mut both, message, whisper);
-    Line::of_both(both, split, 1)
+    write_message_json(&mut both, message, whisper);
+    Line::of_both(into_text(both), split, 1)
 }
 
 /// A room message as everyone in the room sees it: `[12:00:01] alice: hi`.
@@ -369,15 +323,15 @@ pub fn chat_at(clock: &Clock, message: &Message<'_>) -> Line {
 /// A room message's JSON event, the same live, in a history page and in search
 /// results.
 fn message_json(message: &Message<'_>) -> String {
-    let mut out = String::with_capacity(message_size(message));
-    push_message_json(&mut out, message, false);
-    out
+    let mut out = Vec::with_capacity(message_size(message));
+    write_message_json(&mut out, message, false);
+    into_text(out)
 }
 
 fn whisper_json(message: &Message<'_>) -> String {
-    let mut out = String::with_capacity(message_size(message));
-    push_message_json(&mut out, message, true);
-    out
+    let mut out = Vec::with_capacity(message_size(message));
+    write_message_json(&mut out, message, true);
+    into_text(out)
 }
 
 /// A whisper as its recipient sees it: `[12:00:01] (whisper) alice: psst`.
