@@ -160,7 +160,27 @@ mod tests {
     #[test]
     fn folded_is_fold_and_copies_only_what_changes() {
         for name in [
-            "alice", "Alice", "ÄLICE", "ärger", "o'neil", "ΣΑΣ", "", "x_9-",
+            "alice",
+            "Alice",
+            "ÄLICE",
+            "ärger",
+            "o'neil",
+            "ΣΑΣ",
+            "",
+            "x_9-",
+            // The cases of the index's former copy of this function.
+            "ALICE_2",
+            "élodie",
+            "Élodie",
+            "ΣΟΦΙΑΣ",
+            "σοφίας",
+            "ǅemal",
+            "ǆemal",
+            "İstanbul",
+            "straße",
+            "ẞ",
+            "dev-ops",
+            "日本",
         ] {
             assert_eq!(folded(name), fold(name), "{name}");
         }

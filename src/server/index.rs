@@ -26,6 +26,7 @@
 //! with its own read connection (WAL mode: readers never wait for the
 //! writer). Sessions wait for their answer on their own thread.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
@@ -380,7 +381,6 @@ impl Index {
     }
 }
 
-/// Per cent of `done` in `of`, 0–99 while not done.
 /// Lowers the calling thread's priority to [`INDEXER_NICE`] (on Linux a
 /// nice value is a thread's own).
 fn yield_to_delivery() {
@@ -390,6 +390,7 @@ fn yield_to_delivery() {
     }
 }
 
+/// Per cent of `done` in `of`, 0–99 while not done.
 fn percent(done: u64, of: u64) -> u8 {
     if of == 0 {
         return 0;
@@ -430,29 +431,6 @@ fn words_in<'a>(text: &'a str, buffer: &'a mut String) -> &'a str {
         return text;
     }
     words_into(text, buffer);
-    buffer
-}
-
-/// [`names::fold`], without a copy when the name is its own key.
-fn folded<'a>(name: &'a str, buffer: &'a mut String) -> &'a str {
-    if name.is_ascii() {
-        if !name.bytes().any(|b| b.is_ascii_uppercase()) {
-            return name;
-        }
-        buffer.clear();
-        buffer.push_str(name);
-        buffer.make_ascii_lowercase();
-        return buffer;
-    }
-    // Every character its own lower case: then no capital sigma either,
-    // the one character `to_lowercase` maps by its context.
-    if name.chars().all(|c| {
-        let mut lower = c.to_lowercase();
-        lower.next() == Some(c) && lower.next().is_none()
-    }) {
-        return name;
-    }
-    *buffer = names::fold(name);
     buffer
 }
 
@@ -891,8 +869,6 @@ impl Indexer {
 struct Reused {
     /// Rooms as written in rows, with the number of their key.
     rooms: HashMap<String, i64>,
-    sender_key: String,
-    recipient_key: String,
     words: String,
 }
 
@@ -927,12 +903,9 @@ impl<'c> Adder<'c> {
         };
         // The names' keys are only asked of whispers.
         let (sender_key, recipient_key) = if room_no == WHISPERS {
-            (
-                folded(row.from, &mut reused.sender_key),
-                folded(row.to, &mut reused.recipient_key),
-            )
+            (names::folded(row.from), names::folded(row.to))
         } else {
-            ("", "")
+            (Cow::Borrowed(""), Cow::Borrowed(""))
         };
         let inserted = self.insert.execute(params![
             row.id as i64,
@@ -940,9 +913,9 @@ impl<'c> Adder<'c> {
             row.room,
             room_no,
             row.from,
-            sender_key,
+            &*sender_key,
             row.to,
-            recipient_key,
+            &*recipient_key,
             row.text
         ])?;
         if inserted == 1 {
@@ -1224,30 +1197,6 @@ mod tests {
             }
         }
         out
-    }
-
-    #[test]
-    fn keys_without_a_copy_are_the_keys() {
-        let mut buffer = String::new();
-        for name in [
-            "",
-            "alice",
-            "Alice",
-            "ALICE_2",
-            "élodie",
-            "Élodie",
-            "ΣΟΦΙΑΣ",
-            "σοφίας",
-            "ǅemal",
-            "ǆemal",
-            "İstanbul",
-            "straße",
-            "ẞ",
-            "dev-ops",
-            "日本",
-        ] {
-            assert_eq!(folded(name, &mut buffer), names::fold(name), "{name}");
-        }
     }
 
     #[test]
