@@ -428,15 +428,9 @@ fn redis_paused_longer_than_the_lease_fences_then_nobody_is_dropped() {
     alice.expect_within(AGREE, |l| l.ends_with("bob: still here"));
     // Node a counts every message it wrote, bob's from node b included.
     let metrics = get(probes, "/metrics");
-    let count = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
-    };
     assert!(
-        count("chatroom_messages_total") >= 1.0
-            && count("chatroom_store_batch_messages_count") >= 1.0,
+        metric(&metrics, "chatroom_messages_total") >= 1.0
+            && metric(&metrics, "chatroom_store_batch_messages_count") >= 1.0,
         "messages written by a node of a cluster are counted: {metrics}"
     );
     alice.send("/who");

@@ -287,12 +287,10 @@ impl DataFile {
             self.file.write_all(bytes)
         };
         let wrote = Instant::now();
-        let mut did_sync = false;
-        let synced = written.and_then(|()| {
-            did_sync = self.sync_now()?;
-            Ok(())
-        });
-        if self.timed && synced.is_ok() {
+        let synced = written.and_then(|()| self.sync_now());
+        if self.timed
+            && let Ok(did_sync) = synced
+        {
             let metrics = metrics();
             Metrics::observe(&metrics.store_write, wrote - started);
             if did_sync {
@@ -300,7 +298,7 @@ impl DataFile {
             }
         }
         match synced {
-            Ok(()) => {
+            Ok(_) => {
                 self.good_len += bytes.len() as u64;
                 Ok(reopened)
             }

@@ -824,7 +824,8 @@ impl Store {
 }
 
 /// Hands one written entry of the log to this node's clients, and keeps
-/// who is where, bans and mutes as it says.
+/// who is where, bans and mutes as it says; all but a room message with a
+/// readable time, which goes with its room's run ([`deliver_all_logged`]).
 fn deliver_logged(
     side: &ClusterSide,
     clocks: &mut format::Clocks,
@@ -849,12 +850,8 @@ fn deliver_logged(
             if let Some(Mine::Whisper { from }) = &logged.mine {
                 from.send(format::whisper_sent_at(clock, &message));
             }
-            return;
         }
-        let line = format::chat_at(clock, &message);
-        if let Some(message) = logged_message(logged, &line) {
-            registry.deliver_run(message.1, std::slice::from_ref(&message.0));
-        }
+        // A room message: delivered with its room's run, not here.
         return;
     }
     match &logged.entry.event {

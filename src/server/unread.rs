@@ -10,7 +10,6 @@
 //! A client that asked `/unread` hears a new count whenever a message
 //! arrives in a room it has marked.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,12 +57,11 @@ impl Recent {
         if self.messages.len() == WINDOW {
             self.messages.pop_front();
         }
-        let sender: Box<str> = match names::folded(sender) {
-            Cow::Borrowed(folded) => folded.into(),
-            Cow::Owned(folded) => folded.into(),
-        };
-        self.messages
-            .push_back((id, sender, mentioned.into_iter().map(Box::from).collect()));
+        self.messages.push_back((
+            id,
+            names::folded(sender).into(),
+            mentioned.into_iter().map(Box::from).collect(),
+        ));
     }
 
     /// Messages after `mark` by others than `user`, and those of them that
@@ -200,11 +198,6 @@ impl Reads {
             .map(|(_, id)| *id)
     }
 
-    /// True if `word` (folded) is the name of someone with marks.
-    pub fn knows(&self, word: &str) -> bool {
-        self.lock().contains_key(word)
-    }
-
     /// Writes the marks to `reads.csv` if they changed since the last time.
     pub fn flush(&self) -> Result<(), TableError> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
@@ -294,7 +287,7 @@ mod tests {
         reads.mark("Alice", "dev", 10);
         reads.mark("alice", "Dev", 5);
         assert_eq!(reads.mark_of("ALICE", "dev"), Some(10));
-        assert!(reads.knows("alice"));
+        assert!(reads.known().knows("alice"));
         reads.flush().unwrap();
         let again = Reads::open(dir.path());
         assert_eq!(again.mark_of("alice", "dev"), Some(10));

@@ -458,6 +458,7 @@ pub fn is_message_kind(kind: &str) -> bool {
 
 /// An event's line in a batch entry: `KIND TAB NODE TAB UID TAB BODY`.
 pub fn line(kind: &str, node: &str, uid: u64, fields: &[(&str, String)]) -> String {
+    use std::io::Write as _;
     let mut out = Vec::with_capacity(
         kind.len() + node.len() + 24 + fields.iter().map(|(_, v)| v.len() + 8).sum::<usize>(),
     );
@@ -465,7 +466,8 @@ pub fn line(kind: &str, node: &str, uid: u64, fields: &[(&str, String)]) -> Stri
     out.push(b'\t');
     out.extend_from_slice(node.as_bytes());
     out.push(b'\t');
-    out.extend_from_slice(uid.to_string().as_bytes());
+    // Into a Vec: cannot fail.
+    let _ = write!(out, "{uid}");
     out.push(b'\t');
     write_body(&mut out, fields);
     // Only strings went in, and JSON is text.
